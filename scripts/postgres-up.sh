@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Start the machine's PostgreSQL 15 and create the role and database the tests use.
+# Idempotent. Prints the URL to export as THIRDRING_TEST_POSTGRES_URL.
+set -euo pipefail
+PGUSER_NAME=${PGUSER_NAME:-thirdring}
+PGPASS=${PGPASS:-thirdring}
+PGDB=${PGDB:-thirdring_test}
+
+if ! command -v pg_ctlcluster >/dev/null; then
+  echo "postgres-up: PostgreSQL is not installed (apt-get install postgresql)" >&2
+  exit 1
+fi
+if ! pg_lsclusters -h | grep -q ' online '; then
+  pg_ctlcluster --skip-systemctl-redirect 15 main start
+fi
+for _ in $(seq 1 30); do
+  su postgres -c "psql -qtAc 'select 1'" >/dev/null 2>&1 && break
+  sleep 1
+done
+su postgres -c "psql -qtAc \"select 1 from pg_roles where rolname='${PGUSER_NAME}'\"" | grep -q 1 ||
+  su postgres -c "psql -qc \"create role ${PGUSER_NAME} login createdb password '${PGPASS}'\""
+su postgres -c "psql -qtAc \"select 1 from pg_database where datname='${PGDB}'\"" | grep -q 1 ||
+  su postgres -c "psql -qc \"create database ${PGDB} owner ${PGUSER_NAME}\""
+echo "postgresql+asyncpg://${PGUSER_NAME}:${PGPASS}@127.0.0.1:5432/${PGDB}"

@@ -1,0 +1,146 @@
+"""Configuration: environment variables (prefix ``THIRDRING_``), files for secrets, defaults.
+
+Everything has an embedded default so ``thirdring up`` runs with no configuration at all.
+Secrets are read from ``*_FILE`` paths or the environment and are never logged (SecretStr).
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+import yaml
+from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+PRIORITIES = ("P1", "P2", "P3", "P4")
+
+
+class SlaPolicy(BaseModel):
+    """First-response targets per priority, and when to warn before a breach."""
+
+    name: str = "default"
+    # Seconds to first response per priority; None means "no target" (no alerts).
+    targets: dict[str, float | None] = Field(
+        default_factory=lambda: {"P1": 15 * 60, "P2": 60 * 60, "P3": 4 * 3600, "P4": None}
+    )
+    # The warning fires when this fraction of the target has elapsed.
+    warn_at_fraction: float = Field(default=0.8, gt=0.0, lt=1.0)
+
+    @field_validator("targets")
+    @classmethod
+    def _known_priorities(cls, v: dict[str, float | None]) -> dict[str, float | None]:
+        unknown = set(v) - set(PRIORITIES)
+        if unknown:
+            raise ValueError(f"unknown priorities {sorted(unknown)}; use {PRIORITIES}")
+        for prio, seconds in v.items():
+            if seconds is not None and seconds <= 0:
+                raise ValueError(f"target for {prio} must be positive or null")
+        return {p: v.get(p) for p in PRIORITIES}
+
+    def target_for(self, priority: str) -> float | None:
+        return self.targets.get(priority)
+
+
+# The demo policy: targets in seconds so a newcomer sees a warning and a breach in a minute.
+DEMO_POLICY = SlaPolicy(
+    name="demo",
+    targets={"P1": 20, "P2": 30, "P3": 40, "P4": None},
+    warn_at_fraction=0.5,
+)
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="THIRDRING_", env_file=None, extra="ignore", populate_by_name=True
+    )
+
+    # Where the embedded mode keeps its database, broker data and prepared model.
+    data_dir: Path = Path("var")
+
+    # Kafka: empty means "start an embedded Tansu broker" (thirdring up).
+    kafka_bootstrap_servers: str = Field(default="", validation_alias="KAFKA_BOOTSTRAP_SERVERS")
+    topic_raw: str = "mentions.raw"
+    topic_scored: str = "mentions.scored"
+    topic_dlq: str = "mentions.dlq"
+    partitions: int = Field(default=12, ge=1, le=1000)
+    broker_durable: bool = False
+    consumer_group_prefix: str = "thirdring"
+
+    # Database: empty means SQLite in data_dir (the embedded default).
+    database_url: str = ""
+
+    # HTTP
+    api_host: str = "127.0.0.1"
+    api_port: int = 8000
+    ingest_host: str = "127.0.0.1"
+    ingest_port: int = 8001
+
+    # Secrets: the value itself or a file that holds it (the file wins; for containers).
+    webhook_secret: SecretStr | None = None
+    webhook_secret_file: Path | None = None
+    notify_webhook_url: str | None = None
+    notify_webhook_secret: SecretStr | None = None
+    notify_webhook_secret_file: Path | None = None
+
+    # SLA policy: a YAML file, or the defaults above.
+    sla_policy_file: Path | None = None
+    demo: bool = False
+
+    # Alert timers: how often the scheduler looks for due deadlines (seconds).
+    scheduler_interval: float = Field(default=0.25, gt=0)
+    outbox_interval: float = Field(default=0.25, gt=0)
+    notify_max_attempts: int = Field(default=8, ge=1)
+    notify_backoff_base: float = Field(default=1.0, gt=0)
+    notify_backoff_max: float = Field(default=300.0, gt=0)
+
+    # Classifier
+    model_dir: Path | None = None
+    classify_batch_size: int = Field(default=64, ge=1)
+    classify_threads: int | None = None
+
+    log_level: str = "INFO"
+    log_format: str = "text"  # text for people, json for containers
+
+    @model_validator(mode="after")
+    def _read_secret_files(self) -> Settings:
+        for name in ("webhook_secret", "notify_webhook_secret"):
+            path: Path | None = getattr(self, f"{name}_file")
+            if path is not None:
+                try:
+                    value = path.read_text().strip()
+                except OSError as exc:
+                    raise ValueError(f"cannot read {name}_file {path}: {exc}") from exc
+                setattr(self, name, SecretStr(value))
+        return self
+
+    @property
+    def resolved_database_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite+aiosqlite:///{(self.data_dir / 'thirdring.db').resolve()}"
+
+    def sla_policy(self) -> SlaPolicy:
+        if self.sla_policy_file is not None:
+            return load_policy(self.sla_policy_file)
+        return DEMO_POLICY if self.demo else SlaPolicy()
+
+    def group(self, service: str) -> str:
+        return f"{self.consumer_group_prefix}-{service}"
+
+
+def load_policy(path: Path) -> SlaPolicy:
+    """Read an SLA policy from YAML, with an error that names the file and the field."""
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except (OSError, yaml.YAMLError) as exc:
+        raise ValueError(f"cannot read SLA policy {path}: {exc}") from exc
+    try:
+        return SlaPolicy.model_validate(data)
+    except ValueError as exc:
+        raise ValueError(f"invalid SLA policy {path}: {exc}") from exc
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()
