@@ -162,6 +162,8 @@ class OutboxMessage(Base):
     status: Mapped[str] = mapped_column(String(16))  # pending | sent | dead
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     next_attempt_at: Mapped[datetime]
+    # A dispatcher that claimed the row owns it until then; a crash frees it by expiry.
+    claimed_until: Mapped[datetime | None]
     last_error: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime]
     sent_at: Mapped[datetime | None]

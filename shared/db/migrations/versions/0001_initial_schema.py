@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises:
-Create Date: 2026-11-27 14:13:25.014642
+Create Date: 2026-11-27 14:15:39.948627
 """
 
 from collections.abc import Sequence
@@ -157,6 +157,7 @@ def upgrade() -> None:
         sa.Column("status", sa.String(length=16), nullable=False),
         sa.Column("attempts", sa.Integer(), nullable=False),
         sa.Column("next_attempt_at", shared.db.types.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("claimed_until", shared.db.types.UTCDateTime(timezone=True), nullable=True),
         sa.Column("last_error", sa.Text(), nullable=True),
         sa.Column("created_at", shared.db.types.UTCDateTime(timezone=True), nullable=False),
         sa.Column("sent_at", shared.db.types.UTCDateTime(timezone=True), nullable=True),

@@ -1,0 +1,119 @@
+"""The alert service: consume scored mentions, keep cases and clocks, fire and deliver alerts.
+
+Four loops share one process: the Kafka consumer (cases), the deadline scheduler, the outbox
+dispatcher, and the HTTP API. Each can also run as its own replica set; the database is the
+only thing they share.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from services.alert.api.app import create_api_app
+from services.alert.cases.service import apply_scored
+from services.alert.notify.base import Notifier
+from services.alert.notify.log import LogNotifier
+from services.alert.notify.outbox import OutboxDispatcher
+from services.alert.notify.webhook import WebhookNotifier
+from services.alert.sla.scheduler import fire_due
+from shared.config import Settings, SlaPolicy
+from shared.db.engine import make_engine, make_sessionmaker
+from shared.events import ScoredMention
+from shared.http import serve
+from shared.kafka import ConsumerLoop, Item, ensure_topics, make_producer
+from shared.lifecycle import every, supervise
+
+log = logging.getLogger(__name__)
+
+
+def build_notifiers(settings: Settings) -> dict[str, Notifier]:
+    notifiers: dict[str, Notifier] = {"log": LogNotifier()}
+    if settings.notify_webhook_url:
+        secret = settings.notify_webhook_secret
+        notifiers["webhook"] = WebhookNotifier(
+            settings.notify_webhook_url, secret.get_secret_value() if secret else None
+        )
+    return notifiers
+
+
+def case_handler(
+    sessions: async_sessionmaker[AsyncSession], policy: SlaPolicy
+) -> Callable[[list[Item[ScoredMention]]], Awaitable[None]]:
+    async def handle(items: list[Item[ScoredMention]]) -> None:
+        # One transaction per batch; offsets are committed by the loop only after it.
+        async with sessions() as session, session.begin():
+            for item in items:
+                outcome = await apply_scored(session, item.value, policy)
+                log.debug(
+                    "mention %s: %s case=%s", outcome.event_id, outcome.action, outcome.case_id
+                )
+
+    return handle
+
+
+async def run_alert(settings: Settings, stop: asyncio.Event, *, serve_api: bool = True) -> None:
+    engine = make_engine(settings.resolved_database_url)
+    sessions = make_sessionmaker(engine)
+    policy = settings.sla_policy()
+    notifiers = build_notifiers(settings)
+    producer = make_producer(settings.kafka_bootstrap_servers)
+    await producer.start()
+    await ensure_topics(
+        settings.kafka_bootstrap_servers,
+        [settings.topic_scored, settings.topic_dlq],
+        settings.partitions,
+    )
+    consumer = ConsumerLoop[ScoredMention](
+        name="alert",
+        bootstrap=settings.kafka_bootstrap_servers,
+        topic=settings.topic_scored,
+        group_id=settings.group("alert"),
+        parse=ScoredMention.model_validate_json,
+        handle=case_handler(sessions, policy),
+        producer=producer,
+        dlq_topic=settings.topic_dlq,
+    )
+    dispatcher = OutboxDispatcher(
+        sessions,
+        notifiers,
+        max_attempts=settings.notify_max_attempts,
+        backoff_base=settings.notify_backoff_base,
+        backoff_max=settings.notify_backoff_max,
+    )
+    channels = list(notifiers)
+
+    async def consumer_ready() -> bool:
+        return consumer.ready.is_set()
+
+    tasks = [
+        asyncio.create_task(consumer.run(), name="alert-consumer"),
+        asyncio.create_task(
+            every(
+                settings.scheduler_interval, stop, "scheduler", lambda: fire_due(sessions, channels)
+            ),
+            name="alert-scheduler",
+        ),
+        asyncio.create_task(
+            every(settings.outbox_interval, stop, "outbox", dispatcher.dispatch_due),
+            name="alert-outbox",
+        ),
+    ]
+    if serve_api:
+        app = create_api_app(sessions, consumer_ready)
+        tasks.append(
+            asyncio.create_task(serve(app, settings.api_host, settings.api_port, stop), name="api")
+        )
+    log.info("alert service running (policy %s, channels %s)", policy.name, ", ".join(channels))
+    try:
+        await supervise(tasks, stop)
+    finally:
+        consumer.stop()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        for notifier in notifiers.values():
+            await notifier.close()
+        await producer.stop()
+        await engine.dispose()
