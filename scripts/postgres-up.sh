@@ -5,6 +5,8 @@ set -euo pipefail
 PGUSER_NAME=${PGUSER_NAME:-thirdring}
 PGPASS=${PGPASS:-thirdring}
 PGDB=${PGDB:-thirdring_test}
+# Only the URL goes to stdout (callers capture it); everything else to stderr.
+exec 3>&1 1>&2
 
 if ! command -v pg_ctlcluster >/dev/null; then
   echo "postgres-up: PostgreSQL is not installed (apt-get install postgresql)" >&2
@@ -21,4 +23,4 @@ su postgres -c "psql -qtAc \"select 1 from pg_roles where rolname='${PGUSER_NAME
   su postgres -c "psql -qc \"create role ${PGUSER_NAME} login createdb password '${PGPASS}'\""
 su postgres -c "psql -qtAc \"select 1 from pg_database where datname='${PGDB}'\"" | grep -q 1 ||
   su postgres -c "psql -qc \"create database ${PGDB} owner ${PGUSER_NAME}\""
-echo "postgresql+asyncpg://${PGUSER_NAME}:${PGPASS}@127.0.0.1:5432/${PGDB}"
+echo "postgresql+asyncpg://${PGUSER_NAME}:${PGPASS}@127.0.0.1:5432/${PGDB}" >&3

@@ -14,4 +14,7 @@ def sign(body: bytes, secret: str) -> str:
 
 def verify(body: bytes, secret: str, signature: str | None) -> bool:
     # compare_digest: the time taken must not tell an attacker how much of the guess was right.
-    return bool(signature) and hmac.compare_digest(sign(body, secret), signature or "")
+    if not signature:
+        return False
+    # Bytes, not str: compare_digest refuses non-ASCII str, and a header can hold anything.
+    return hmac.compare_digest(sign(body, secret).encode(), signature.encode("utf-8", "replace"))

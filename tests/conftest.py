@@ -99,3 +99,14 @@ def receiver() -> Iterator[HttpReceiver]:
     r = HttpReceiver().start()
     yield r
     r.stop()
+
+
+@pytest.fixture(scope="session")
+def classifier():  # type: ignore[no-untyped-def]
+    """The real classifier (prepared encoder + shipped heads), loaded once per session."""
+    from services.classify.model import default_model_dir
+    from services.classify.model.prepare import prepare_encoder
+    from services.classify.scoring import Classifier
+
+    prepare_encoder(default_model_dir())
+    return Classifier.load(default_model_dir())

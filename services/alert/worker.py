@@ -105,7 +105,9 @@ async def run_alert(settings: Settings, stop: asyncio.Event, *, serve_api: bool 
     if serve_api:
         app = create_api_app(sessions, consumer_ready)
         tasks.append(
-            asyncio.create_task(serve(app, settings.api_host, settings.api_port, stop), name="api")
+            asyncio.create_task(
+                serve(app, settings.api_host, settings.api_port, stop, "alert API"), name="api"
+            )
         )
     log.info("alert service running (policy %s, channels %s)", policy.name, ", ".join(channels))
     try:

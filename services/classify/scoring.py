@@ -1,0 +1,200 @@
+"""Score posts: one encoder pass per batch, then the heads, language and urgency.
+
+``Classifier`` is what the classify worker and the ``thirdring classify`` command share, so a
+file scored offline gets exactly the scores the live pipeline would give it.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Iterator
+from contextlib import ExitStack
+from pathlib import Path
+from typing import IO, Any
+
+import numpy as np
+from pydantic import ValidationError
+
+from services.classify.language import detect_languages
+from services.classify.model import default_model_dir
+from services.classify.model.encoder import Encoder
+from services.classify.model.heads import SENTIMENT_LABELS, Heads
+from services.classify.urgency import assess_urgency
+from shared.events import Author, Complaint, Scores, Sentiment, Urgency
+
+COMPLAINT_THRESHOLD = 0.5
+
+
+class Classifier:
+    """Encoder + heads + language + urgency, loaded once per process."""
+
+    def __init__(self, encoder: Encoder, heads: Heads) -> None:
+        if tuple(heads.sentiment.labels) != SENTIMENT_LABELS:
+            raise ValueError(
+                f"sentiment head labels {heads.sentiment.labels} != {SENTIMENT_LABELS}"
+            )
+        self.encoder = encoder
+        self.heads = heads
+        self.model_version = heads.model_version
+
+    @classmethod
+    def load(
+        cls,
+        model_dir: Path | None = None,
+        heads_dir: Path | None = None,
+        threads: int | None = None,
+    ) -> Classifier:
+        """Prepare the encoder if needed (offline, idempotent), load it and the heads."""
+        from services.classify.language import get_detector
+        from services.classify.model.prepare import prepare_encoder
+
+        model_dir = prepare_encoder(model_dir if model_dir is not None else default_model_dir())
+        classifier = cls(Encoder(model_dir, threads=threads), Heads.load(heads_dir))
+        get_detector()  # build lingua now, not on the first message
+        return classifier
+
+    def score(self, items: list[tuple[str, Author | None]]) -> list[Scores]:
+        """Scores for each (text, author) in order; one batched encoder pass for the list."""
+        if not items:
+            return []
+        texts = [text for text, _ in items]
+        emb = self.encoder.encode(texts)
+        p_sent = self.heads.sentiment.predict_proba(emb)
+        p_comp = self.heads.complaint.predict_proba(emb)[:, 1]
+        langs = detect_languages(texts)
+        out: list[Scores] = []
+        for i, (text, author) in enumerate(items):
+            probs = {
+                label: round(float(p), 4)
+                for label, p in zip(SENTIMENT_LABELS, p_sent[i], strict=True)
+            }
+            label = SENTIMENT_LABELS[int(np.argmax(p_sent[i]))]
+            complaint = round(float(p_comp[i]), 4)
+            urgency = assess_urgency(
+                text,
+                p_negative=float(p_sent[i][0]),
+                p_complaint=float(p_comp[i]),
+                sentiment_label=label,
+                author=author,
+            )
+            out.append(
+                Scores(
+                    lang=langs[i],
+                    sentiment=Sentiment(label=label, scores=probs),  # type: ignore[arg-type]
+                    complaint=Complaint(
+                        is_complaint=complaint >= COMPLAINT_THRESHOLD, score=complaint
+                    ),
+                    urgency=Urgency(
+                        score=urgency.score, level=urgency.level, reasons=urgency.reasons
+                    ),
+                    model_version=self.model_version,
+                )
+            )
+        return out
+
+
+class InputError(ValueError):
+    """A JSONL line that cannot be scored (reported, then skipped)."""
+
+
+def parse_line(raw: bytes) -> tuple[Any, str, Author | None]:
+    """(id, text, author) from one JSONL line, or :class:`InputError` saying what is wrong."""
+    try:
+        obj = json.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        raise InputError(f"not UTF-8: {exc.reason} at byte {exc.start}") from None
+    except json.JSONDecodeError as exc:
+        raise InputError(f"bad JSON: {exc.msg} (column {exc.colno})") from None
+    if not isinstance(obj, dict):
+        raise InputError("a line must be a JSON object")
+    ident = obj.get("id")
+    if ident is None or isinstance(ident, bool) or not isinstance(ident, str | int) or ident == "":
+        raise InputError("missing or invalid 'id' (a non-empty string or an integer)")
+    text = obj.get("text")
+    if not isinstance(text, str):
+        raise InputError("missing or invalid 'text' (a string)")
+    author_obj = obj.get("author")
+    author: Author | None = None
+    if author_obj is not None:
+        try:
+            author = Author.model_validate(author_obj)
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            where = ".".join(str(p) for p in first.get("loc", ()))
+            raise InputError(
+                f"invalid 'author'{f' ({where})' if where else ''}: {first['msg']}"
+            ) from None
+    return ident, text, author
+
+
+def scored_record(ident: Any, scores: Scores) -> dict[str, Any]:
+    """The output line of ``classify_file`` for one post."""
+    return {"id": ident, **scores.model_dump(mode="json")}
+
+
+def _lines(stream: IO[bytes]) -> Iterator[bytes]:
+    yield from stream
+
+
+def classify_file(
+    inp: str, out: str, classifier: Classifier, batch_size: int = 64
+) -> tuple[int, int]:
+    """Score a JSONL file (``-`` = stdin/stdout); returns (scored, failed).
+
+    A broken line never stops the run: ``{"line": N, "error": "..."}`` goes to stderr and the
+    next line is read. A progress bar is shown on stderr when the input is a file.
+    """
+    from rich.console import Console
+    from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
+
+    scored = failed = 0
+    pending: list[tuple[Any, str, Author | None]] = []
+    with ExitStack() as stack:
+        src: IO[bytes] = sys.stdin.buffer if inp == "-" else stack.enter_context(open(inp, "rb"))
+        dst: IO[str] = (
+            sys.stdout if out == "-" else stack.enter_context(open(out, "w", encoding="utf-8"))
+        )
+        err_console = Console(file=sys.stderr, highlight=False, soft_wrap=True)
+        bar = Progress(
+            TextColumn("[bold]classify"),
+            BarColumn(),
+            DownloadColumn(),
+            TextColumn("{task.fields[n]} posts"),
+            TimeRemainingColumn(),
+            console=err_console,
+            disable=inp == "-",
+        )
+        stack.enter_context(bar)
+        total = None if inp == "-" else Path(inp).stat().st_size
+        task = bar.add_task("classify", total=total, n=0)
+
+        def report(line_no: int, message: str) -> None:
+            bar.console.out(json.dumps({"line": line_no, "error": message}, ensure_ascii=False))
+
+        def flush() -> None:
+            nonlocal scored
+            if not pending:
+                return
+            results = classifier.score([(text, author) for _, text, author in pending])
+            for (ident, _, _), scores in zip(pending, results, strict=True):
+                dst.write(json.dumps(scored_record(ident, scores), ensure_ascii=False) + "\n")
+            dst.flush()
+            scored += len(pending)
+            bar.update(task, n=scored)
+            pending.clear()
+
+        for line_no, raw in enumerate(_lines(src), start=1):
+            bar.advance(task, len(raw))
+            if not raw.strip():
+                continue
+            try:
+                pending.append(parse_line(raw))
+            except InputError as exc:
+                failed += 1
+                report(line_no, str(exc))
+                continue
+            if len(pending) >= batch_size:
+                flush()
+        flush()
+    return scored, failed

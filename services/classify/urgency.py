@@ -1,0 +1,588 @@
+"""Urgency: how soon a human must answer, as a score 0..1, a level P1..P4 and the reasons.
+
+The score is deliberately a readable formula rather than a model, so the front-line team can
+see *why* a post was raised (the reasons travel with the event) and tune it:
+
+    issue  = 0.45 * P(complaint) + 0.25 * P(negative)             (0 .. 0.70)
+    intent = sum of matched intent weights, at most 0.40           (refund, outage, ...)
+    core   = issue + intent
+    amp    = VIP 0.15 + reach (0.04 per decade of followers above 1k, at most 0.15),
+             scaled by min(1, core / 0.4) so a big account saying "thanks" is not raised
+    score  = clip(core + amp, 0, 1)
+
+Gate: a post that is not a complaint (P < 0.5) and whose sentiment is positive, or neutral
+with no intent, is capped at 0.30, i.e. always P4.
+
+Levels (seconds to first response per level live in the SLA policy, not here):
+    P1 >= 0.80   e.g. a clear complaint about safety or legal action, or a VIP's outage
+    P2 >= 0.60   a clear angry complaint, or a milder one with an intent
+    P3 >= 0.35   a moderate complaint or negative post
+    P4  < 0.35   everything else (no SLA target by default)
+
+Intents are matched with multilingual keyword lists (en, it, et, es, fr, de, pt; matched on
+lower-cased, accent-folded text so "tööta" and "toota" both hit) because they must work on
+day one for languages without labelled data, and a keyword is an explainable reason.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import unicodedata
+from dataclasses import dataclass, field
+
+from shared.events import Author, Priority
+
+P1_THRESHOLD = 0.80
+P2_THRESHOLD = 0.60
+P3_THRESHOLD = 0.35
+NOT_URGENT_CAP = 0.30
+
+W_COMPLAINT = 0.45
+W_NEGATIVE = 0.25
+INTENT_CAP = 0.40
+VIP_BOOST = 0.15
+REACH_PER_DECADE = 0.04
+REACH_CAP = 0.15
+REACH_FLOOR = 1_000  # followers below this add nothing
+REACH_REASON_MIN = 10_000  # followers from which "reach ..." is worth saying
+AMP_FULL_AT = 0.40  # core score from which VIP/reach count fully
+
+# Weight of each intent in the score: safety first, then legal exposure, then lost service.
+INTENT_WEIGHTS: dict[str, float] = {
+    "safety": 0.30,
+    "legal": 0.20,
+    "outage": 0.12,
+    "cancel": 0.12,
+    "refund": 0.10,
+}
+
+# Regex fragments, written with accents (they are folded at compile time). A fragment starts
+# at a word start and may end mid-word, so a stem like "rimbors" covers rimborso/rimborsare.
+# Keep fragments specific: "brand" (de: fire) or "causa" (it: because) would fire on
+# ordinary posts about brands, so only multi-word forms are used for such words.
+INTENT_PATTERNS: dict[str, dict[str, list[str]]] = {
+    "refund": {
+        "en": [
+            r"refund",
+            r"money back",
+            r"reimburs",
+            r"charge ?back",
+            r"compensat",
+            r"want my money",
+        ],
+        "it": [
+            r"rimbors",
+            r"soldi indietro",
+            r"restituzione (dei|del|dei miei) soldi",
+            r"risarciment",
+            r"indennizz",
+            r"voglio (i miei|indietro i) soldi",
+            r"storno",
+        ],
+        "et": [
+            r"raha tagasi",
+            r"raha tagastami",
+            r"tagasimakse",
+            r"hüvitis",
+            r"kompensatsioon",
+            r"tagasta(ge|ke)? (mu|minu )?raha",
+        ],
+        "es": [
+            r"reembols",
+            r"devoluci[oó]n del dinero",
+            r"devuelv\w* (mi|el) dinero",
+            r"mi dinero de vuelta",
+            r"indemnizaci",
+            r"compensaci",
+        ],
+        "fr": [r"rembours", r"mon argent", r"d[ée]dommag", r"indemnis"],
+        "de": [r"rückerstatt", r"erstattung", r"geld zurück", r"entschädig", r"gutschrift"],
+        "pt": [
+            r"reembols",
+            r"devolu[çc][ãa]o do dinheiro",
+            r"meu dinheiro de volta",
+            r"estorno",
+            r"indeniza",
+            r"ressarc",
+        ],
+    },
+    "outage": {
+        "en": [
+            r"outage",
+            r"(is|are|was|were|went|goes|still) down\b",
+            r"not working",
+            r"(doesn'?t|does not|isn'?t|is not|won'?t|will not|stopped) work",
+            r"no (service|signal|internet|connection|power|network)\b",
+            r"(can'?t|cannot|unable to) (connect|log ?in|access)",
+            r"offline",
+            r"crash(ed|es|ing)?\b",
+            r"service interruption",
+        ],
+        "it": [
+            r"disserviz",
+            r"non funzion",
+            r"guast",
+            r"interruzion",
+            r"fuori servizio",
+            r"senza (linea|rete|servizio|connessione|internet|segnale|corrente|luce)",
+            r"non (riesco|si riesce) (a|ad) (accedere|collegar|connetter|entrare)",
+            r"[eè] (gi[uù]|down)\b",
+            r"bloccat",
+            r"non va (pi[uù]|internet|la linea)",
+            r"assenza di (linea|rete|segnale)",
+        ],
+        "et": [
+            r"ei tööta",
+            r"ei toimi",
+            r"rike\b",
+            r"rikke",
+            r"katkestus",
+            r"katkes",
+            r"(on|oli) maas\b",
+            r"pole (internetti|levi|voolu|ühendust)",
+            r"(levi|ühendus|internet|vool) puudub",
+            r"ei saa sisse",
+            r"ei ühendu",
+        ],
+        "es": [
+            r"no funciona",
+            r"(est[aá]|se ha) ca[ií]d",
+            r"sin (servicio|internet|conexi[oó]n|"
+            r"se[ñn]al|luz|l[ií]nea)",
+            r"aver[ií]a",
+            r"corte de (luz|servicio|internet)",
+            r"no anda\b",
+            r"fuera de servicio",
+            r"no (puedo|consigo) (acceder|conectar|entrar)",
+        ],
+        "fr": [
+            r"ne (fonctionne|marche) (pas|plus)",
+            r"panne",
+            r"coupure",
+            r"hors service",
+            r"pas de (r[ée]seau|connexion|internet|courant)",
+            r"en rade",
+            r"impossible de (me connecter|se connecter|acc[ée]der)",
+            r"bug(g)?[ée]",
+        ],
+        "de": [
+            r"funktioniert\w* (\w+ )?nicht",
+            r"geht (\w+ )?nicht mehr",
+            r"störung",
+            r"ausfall",
+            r"kein (netz|internet|empfang|signal|strom)\b",
+            r"keine (verbindung|internetverbindung)",
+            r"nicht erreichbar",
+            r"abgestürzt",
+            r"ist down\b",
+        ],
+        "pt": [
+            r"n[ãa]o funciona",
+            r"fora do ar",
+            r"sem (sinal|internet|servi[çc]o|conex[ãa]o|luz|"
+            r"rede)",
+            r"\bpane\b",
+            r"(sistema|site|app|aplicativo|internet|rede|sinal|servidor) caiu",
+            r"instabilidade",
+            r"n[ãa]o (consigo|d[áa] para) (acessar|conectar|entrar)",
+        ],
+    },
+    "safety": {
+        "en": [
+            r"danger",
+            r"unsafe",
+            r"hazard",
+            r"caught fire",
+            r"(set|sets|setting) (on )?fire",
+            r"burst into flames",
+            r"smoke (from|coming|came)",
+            r"started smoking",
+            r"burn(ed|t|s|ing)? (me|my|his|"
+            r"her|our|the house)",
+            r"injur",
+            r"(got|was|were|been) hurt",
+            r"explo(d|s)",
+            r"gas leak",
+            r"electrocut",
+            r"electric shock",
+            r"overheat",
+            r"poisoning",
+            r"choking",
+            r"ambulance",
+        ],
+        "it": [
+            r"pericol",
+            r"incendi",
+            r"fiamme",
+            r"prende fuoco",
+            r"preso fuoco",
+            r"fumo",
+            r"ustion",
+            r"ustionat",
+            r"ferit[oaie]\b",
+            r"infortun",
+            r"espl(os|od)",
+            r"fuga di gas",
+            r"scossa",
+            r"folgorat",
+            r"surriscald",
+            r"intossicat",
+            r"ambulanza",
+        ],
+        "et": [
+            r"ohtlik",
+            r"\boht\b",
+            r"tulekahju",
+            r"põle(ma|b|s|nud)",
+            r"süttis",
+            r"suits",
+            r"vigastus",
+            r"vigasta",
+            r"plahvat",
+            r"gaasileke",
+            r"elektrilöök",
+            r"ülekuume",
+            r"mürgitus",
+            r"kiirabi",
+        ],
+        "es": [
+            r"peligr",
+            r"incendi",
+            r"fuego",
+            r"humo",
+            r"quemad",
+            r"quemadura",
+            r"herid[oa]s?\b",
+            r"lesi[oó]n",
+            r"explot[oóa]",
+            r"explosi[oó]n",
+            r"fuga de gas",
+            r"descarga el[eé]ctrica",
+            r"electrocut",
+            r"sobrecalent",
+            r"intoxicaci",
+            r"ambulancia",
+        ],
+        "fr": [
+            r"danger",
+            r"incendie",
+            r"\bfeu\b",
+            r"fum[ée]e",
+            r"br[uû]l[ée]",
+            r"bless[ée]",
+            r"explos",
+            r"fuite de gaz",
+            r"[ée]lectrocut",
+            r"surchauff",
+            r"intoxication",
+        ],
+        "de": [
+            r"gefährlich",
+            r"gefahr\b",
+            r"brandgefahr",
+            r"in brand",
+            r"brandgeruch",
+            r"feuer\b",
+            r"rauchentwicklung",
+            r"qualm",
+            r"verbrann",
+            r"verletz",
+            r"explo(d|s)",
+            r"gasleck",
+            r"gasgeruch",
+            r"stromschlag",
+            r"überhitz",
+            r"vergiftung",
+            r"notarzt",
+        ],
+        "pt": [
+            r"perig",
+            r"inc[êe]ndio",
+            r"\bfogo\b",
+            r"fuma[çc]a",
+            r"queimad",
+            r"ferid[oa]s?\b",
+            r"les[ãa]o",
+            r"explo(diu|s[ãa]o)",
+            r"(vazamento|fuga) de g[áa]s",
+            r"choque el[ée]trico",
+            r"superaquec",
+            r"intoxica[çc]",
+            r"ambul[âa]ncia",
+        ],
+    },
+    "legal": {
+        "en": [
+            r"lawyer",
+            r"attorney",
+            r"solicitor",
+            r"\bsue\b",
+            r"\bsuing\b",
+            r"lawsuit",
+            r"legal action",
+            r"small claims",
+            r"(see|take|taking|sue) (you|this|them) (to|in) court",
+            r"in court\b",
+            r"consumer protection",
+            r"ombudsman",
+            r"class action",
+            r"trading standards",
+            r"report (you|this) to",
+        ],
+        "it": [
+            r"avvocat",
+            r"denunci",
+            r"azione legale",
+            r"azioni legali",
+            r"vie legali",
+            r"tribunale",
+            r"(far|faccio|farò|fare|faremo) causa",
+            r"codacons",
+            r"adiconsum",
+            r"altroconsumo",
+            r"agcom",
+            r"diffida",
+            r"class action",
+            r"giudice di pace",
+            r"carabinieri",
+        ],
+        "et": [
+            r"advokaa[dt]",
+            r"jurist",
+            r"kohtusse",
+            r"kohtu(s|le|tee)?\b",
+            r"kohus\b",
+            r"\bhagi",
+            r"tarbijakaitse",
+            r"\bttja\b",
+            r"õigusabi",
+            r"politseisse",
+            r"kaebuse (esitan|"
+            r"esitama)",
+        ],
+        "es": [
+            r"abogad",
+            r"(voy a|vamos a|les voy a|os voy a|te voy a) demandar",
+            r"demanda judicial",
+            r"poner una demanda",
+            r"denuncia",
+            r"juzgado",
+            r"tribunal",
+            r"acci[oó]n(es)? legal",
+            r"facua",
+            r"\bomic\b",
+            r"oficina (municipal )?del consumidor",
+        ],
+        "fr": [
+            r"avocat",
+            r"porter plainte",
+            r"(je vais|on va) porter plainte",
+            r"proc[èe]s\b",
+            r"tribunal",
+            r"en justice",
+            r"action en justice",
+            r"mise en demeure",
+            r"ufc(-| )que choisir",
+            r"m[ée]diateur",
+            r"dgccrf",
+        ],
+        "de": [
+            r"anwalt",
+            r"anwält",
+            r"verklag",
+            r"klage einreich",
+            r"vor gericht",
+            r"gerichtlich",
+            r"rechtliche schritte",
+            r"verbraucherzentrale",
+            r"schlichtungsstelle",
+            r"bundesnetzagentur",
+            r"abmahnung",
+            r"anzeige erstatt",
+        ],
+        "pt": [
+            r"advogad",
+            r"process(ar|arei|aremos|ando)\b",
+            r"processo judicial",
+            r"\bprocon\b",
+            r"justi[çc]a",
+            r"a[çc][ãa]o judicial",
+            r"tribunal",
+            r"juizado",
+            r"pequenas causas",
+            r"anatel",
+        ],
+    },
+    "cancel": {
+        "en": [
+            r"cancel\w* (my |our |the )?(subscription|contract|account|service|membership|plan|"
+            r"policy)",
+            r"unsubscrib",
+            r"switch(ing)? (to|provider|providers|carrier|bank)",
+            r"leaving (you|for)\b",
+            r"close my account",
+            r"closing my account",
+            r"terminate (my |the )?(contract|account|subscription)",
+            r"never again",
+            r"done with (you|this company)",
+            r"taking my business elsewhere",
+            r"(find|finding|look for|looking for) (a|another) (new )?provider",
+        ],
+        "it": [
+            r"disdett",
+            r"recesso",
+            r"recedere",
+            r"cambi(o|are|erò|ero) (operatore|gestore|"
+            r"fornitore|compagnia|banca)",
+            r"pass(o|erò|ero) (ad altro|alla concorrenza|a un altro)",
+            r"annull\w* (l'|il |la )?(abbonamento|contratto)",
+            r"(chiudere|chiudo) il conto",
+            r"mai pi[uù]",
+            r"vi lascio",
+            r"me ne vado",
+        ],
+        "et": [
+            r"lõpetan (lepingu|teenuse)",
+            r"lõpeta\w* leping",
+            r"lepingu lõpetami",
+            r"ütlen (lepingu|teenuse) üles",
+            r"üles öelda",
+            r"loobun",
+            r"vahetan (teenusepakkujat|"
+            r"operaatorit|panka|pakkujat|firmat)",
+            r"lähen (üle|konkurendi)",
+            r"konkurendi juurde",
+            r"tühistan (lepingu|tellimuse|konto)",
+            r"mitte kunagi enam",
+            r"enam kunagi",
+        ],
+        "es": [
+            r"dar(me)? de baja",
+            r"me (doy|di) de baja",
+            r"baja del servicio",
+            r"cancelar (mi|el) (contrato|suscripci|cuenta|servicio|l[ií]nea)",
+            r"cambiar(me)? de (compa[ñn][ií]a|operador|proveedor|banco)",
+            r"portabilidad",
+            r"me voy a (otra|la competencia)",
+            r"nunca m[aá]s",
+        ],
+        "fr": [
+            r"r[ée]silier",
+            r"r[ée]siliation",
+            r"d[ée]sabonn",
+            r"changer d'op[ée]rateur",
+            r"changer de (fournisseur|banque|op[ée]rateur)",
+            r"je (pars|passe) chez",
+            r"plus jamais",
+            r"annuler mon (abonnement|contrat)",
+        ],
+        "de": [
+            r"kündig",
+            r"(anbieter|bank)wechsel",
+            r"wechsle (zu|den|die|den anbieter)",
+            r"nie wieder",
+            r"vertrag (beenden|auflösen)",
+            r"abo beenden",
+        ],
+        "pt": [
+            r"cancelar (o |meu |minha |a )?(plano|contrato|assinatura|conta|linha)",
+            r"cancelamento",
+            r"portabilidade",
+            r"trocar de (operadora|banco|plano)",
+            r"mudar de (operadora|banco)",
+            r"nunca mais",
+            r"rescindir",
+            r"rescis[ãa]o",
+        ],
+    },
+}
+
+
+def fold(text: str) -> str:
+    """Lower-case and strip accents: users type "toota" for "tööta", "perche" for "perché"."""
+    decomposed = unicodedata.normalize("NFKD", text.lower())
+    return "".join(ch for ch in decomposed if not unicodedata.combining(ch))
+
+
+def _compile(patterns: dict[str, list[str]]) -> re.Pattern[str]:
+    parts = [fold(p) for frags in patterns.values() for p in frags]
+    return re.compile(r"(?<!\w)(?:" + "|".join(parts) + ")", re.UNICODE)
+
+
+_INTENT_RE: dict[str, re.Pattern[str]] = {
+    name: _compile(pats) for name, pats in INTENT_PATTERNS.items()
+}
+
+
+def match_intents(text: str) -> list[str]:
+    """Intent names whose keywords occur in ``text``, heaviest first."""
+    folded = fold(text)
+    found = [name for name, rx in _INTENT_RE.items() if rx.search(folded)]
+    return sorted(found, key=lambda n: -INTENT_WEIGHTS[n])
+
+
+def level_for(score: float) -> Priority:
+    """Map a score to P1..P4 with the thresholds documented above."""
+    if score >= P1_THRESHOLD:
+        return "P1"
+    if score >= P2_THRESHOLD:
+        return "P2"
+    if score >= P3_THRESHOLD:
+        return "P3"
+    return "P4"
+
+
+def _followers_label(n: int) -> str:
+    if n >= 1_000_000:
+        return f"{n / 1_000_000:.1f}".rstrip("0").rstrip(".") + "M"
+    return f"{round(n / 1000)}k"
+
+
+@dataclass
+class UrgencyResult:
+    score: float
+    level: Priority
+    reasons: list[str] = field(default_factory=list)
+
+
+def assess_urgency(
+    text: str,
+    *,
+    p_negative: float,
+    p_complaint: float,
+    sentiment_label: str,
+    author: Author | None = None,
+) -> UrgencyResult:
+    """Score, level and reasons for one post (see the module docstring for the formula)."""
+    reasons: list[str] = []
+    intents = match_intents(text)
+    issue = W_COMPLAINT * p_complaint + W_NEGATIVE * p_negative
+    intent = min(INTENT_CAP, sum(INTENT_WEIGHTS[i] for i in intents))
+    reasons += [f"intent:{i}" for i in intents]
+    if p_complaint >= 0.5:
+        reasons.append(f"complaint {p_complaint:.2f}")
+    if sentiment_label == "negative":
+        reasons.append(f"negative sentiment {p_negative:.2f}")
+    core = issue + intent
+
+    amp = 0.0
+    if author is not None:
+        scale = min(1.0, core / AMP_FULL_AT)
+        if author.vip:
+            amp += VIP_BOOST * scale
+            reasons.append("vip customer")
+        followers = author.followers or 0
+        if followers > REACH_FLOOR:
+            amp += min(REACH_CAP, REACH_PER_DECADE * math.log10(followers / REACH_FLOOR)) * scale
+            if followers >= REACH_REASON_MIN:
+                reasons.append(f"reach {_followers_label(followers)} followers")
+
+    score = min(1.0, max(0.0, core + amp))
+    not_complaint = p_complaint < 0.5
+    if not_complaint and (
+        sentiment_label == "positive" or (sentiment_label == "neutral" and not intents)
+    ):
+        score = min(score, NOT_URGENT_CAP)
+    score = round(score, 4)
+    return UrgencyResult(score=score, level=level_for(score), reasons=reasons)

