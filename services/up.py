@@ -121,11 +121,17 @@ async def _demo_report(settings: Settings, stop: asyncio.Event, console: Console
         log.warning("demo report failed: %s", exc)
         return
     fr = stats["first_response_seconds"]
+
+    def secs(v: float | None) -> str:
+        return "-" if v is None else f"{v:.1f} s"
+
+    ratio = stats["within_target_ratio"]
     console.print(
         Panel(
             f"cases {stats['cases']}, answered {stats['answered']}, breaches {stats['breaches']}, "
-            f"within target {stats['within_target_ratio']}\n"
-            f"first response p50 {fr['p50']} s, p90 {fr['p90']} s, mean {fr['mean']} s\n"
+            f"within target {'-' if ratio is None else f'{ratio:.0%}'}\n"
+            f"first response p50 {secs(fr['p50'])}, p90 {secs(fr['p90'])}, "
+            f"mean {secs(fr['mean'])}\n"
             + "\n".join(
                 f"case {c['id']} {c['priority']} {c['status']:<8} breached={c['breached']} "
                 f"{c['conversation_id']}"
