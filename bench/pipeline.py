@@ -88,7 +88,7 @@ async def bench_pipeline(
         stop = asyncio.Event()
         tasks = [
             asyncio.create_task(run_ingest(settings, sources=[], stop=stop, serve_webhook=False)),
-            asyncio.create_task(run_classify(settings, stop, classifier)),
+            asyncio.create_task(run_classify(settings, stop, classifier, serve_health=False)),
             asyncio.create_task(run_alert(settings, stop, serve_api=False)),
         ]
         engine = make_engine(settings.resolved_database_url)

@@ -36,7 +36,13 @@ console = Console(stderr=True)
 
 
 def _settings() -> Settings:
-    settings = get_settings()
+    """Load and check the configuration up front: a mistake is one clear line, no traceback."""
+    try:
+        settings = get_settings()
+        settings.sla_policy()
+    except ValueError as exc:  # pydantic's ValidationError is a ValueError
+        console.print(f"[red]configuration error:[/] {exc}")
+        raise typer.Exit(2) from None
     setup_logging(settings.log_level, settings.log_format)
     return settings
 

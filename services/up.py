@@ -95,6 +95,8 @@ def _print_where_to_look(
         f"[bold]response times[/]  {api}/api/v1/stats/response-times",
         f"[bold]webhook[/]         {ingest}/api/v1/ingest/webhook"
         + ("" if settings.webhook_secret else "  (disabled: set THIRDRING_WEBHOOK_SECRET)"),
+        f"[bold]health[/]          {api}/readyz · {ingest}/readyz · "
+        f"http://{settings.classify_host}:{settings.classify_port}/readyz",
         f"[bold]broker[/]          {settings.kafka_bootstrap_servers}"
         + (" (embedded Tansu)" if broker else ""),
         f"[bold]database[/]        {settings.resolved_database_url}",

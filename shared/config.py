@@ -75,6 +75,8 @@ class Settings(BaseSettings):
     api_port: int = 8000
     ingest_host: str = "127.0.0.1"
     ingest_port: int = 8001
+    classify_host: str = "127.0.0.1"
+    classify_port: int = 8002  # health only
 
     # Secrets: the value itself or a file that holds it (the file wins; for containers).
     webhook_secret: SecretStr | None = None

@@ -15,6 +15,8 @@ from aiokafka import AIOKafkaProducer
 from services.classify.scoring import Classifier
 from shared.config import Settings
 from shared.events import RawMention, ScoredMention
+from shared.health import create_health_app
+from shared.http import serve
 from shared.kafka import ConsumerLoop, Item, ensure_topics, make_producer
 from shared.lifecycle import supervise
 
@@ -35,7 +37,11 @@ def scored_handler(classifier: Classifier, producer: AIOKafkaProducer, topic: st
 
 
 async def run_classify(
-    settings: Settings, stop: asyncio.Event, classifier: Classifier | None = None
+    settings: Settings,
+    stop: asyncio.Event,
+    classifier: Classifier | None = None,
+    *,
+    serve_health: bool = True,
 ) -> None:
     classifier = classifier or await asyncio.to_thread(
         Classifier.load, settings.model_dir, None, settings.classify_threads
@@ -58,11 +64,19 @@ async def run_classify(
         dlq_topic=settings.topic_dlq,
         max_records=settings.classify_batch_size,
     )
-    task = asyncio.create_task(consumer.run(), name="classify-consumer")
+    tasks = [asyncio.create_task(consumer.run(), name="classify-consumer")]
+    if serve_health:
+
+        async def consuming() -> bool:
+            return consumer.ready.is_set()
+
+        app = create_health_app("classify", {"consumer": consuming})
+        server = serve(app, settings.classify_host, settings.classify_port, stop, "classify health")
+        tasks.append(asyncio.create_task(server, name="classify-health"))
     log.info("classify service running (model %s)", classifier.model_version)
     try:
-        await supervise([task], stop)
+        await supervise(tasks, stop)
     finally:
         consumer.stop()
-        await asyncio.gather(task, return_exceptions=True)
+        await asyncio.gather(*tasks, return_exceptions=True)
         await producer.stop()

@@ -49,6 +49,7 @@ async def pipeline(
         update={
             "api_port": free_port(),
             "ingest_port": free_port(),
+            "classify_port": free_port(),
             "webhook_secret": SecretStr(SECRET),
             "notify_webhook_url": receiver.url,
             "notify_webhook_secret": SecretStr("notify-secret"),
@@ -66,14 +67,18 @@ async def pipeline(
         asyncio.create_task(run_classify(s, stop, classifier)),
         asyncio.create_task(run_alert(s, stop)),
     ]
-    api = f"http://127.0.0.1:{s.api_port}"
+    # Every service answers health checks; all three ready means consumers have joined.
+    ports = (s.api_port, s.ingest_port, s.classify_port)
     async with httpx.AsyncClient() as client:
 
         async def ready() -> bool:
             try:
-                return (await client.get(f"{api}/readyz")).status_code == 200
+                codes = [
+                    (await client.get(f"http://127.0.0.1:{p}/readyz")).status_code for p in ports
+                ]
             except httpx.HTTPError:
                 return False
+            return codes == [200, 200, 200]
 
         await wait_for(ready, timeout=60)
     yield s

@@ -1,0 +1,64 @@
+"""The `thirdring` command as a user runs it (a real subprocess)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+THIRDRING = str(Path(sys.executable).parent / "thirdring")
+
+
+def run(
+    *args: str, stdin: str = "", env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [THIRDRING, *args],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, **(env or {})},
+    )
+
+
+def test_classify_scores_stdin_and_reports_a_broken_line() -> None:
+    lines = [
+        json.dumps(
+            {"id": 1, "text": "My package never arrived and support ignores me. Refund now!"}
+        ),
+        "{broken",
+        json.dumps({"id": "b", "text": "Grazie mille, servizio eccellente!"}),
+    ]
+    result = run("classify", "--input", "-", "--output", "-", stdin="\n".join(lines) + "\n")
+    assert result.returncode == 1  # a failed line makes the exit code say so
+    out = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [o["id"] for o in out] == [1, "b"]
+    first = out[0]
+    assert set(first) >= {"id", "lang", "sentiment", "complaint", "urgency", "model_version"}
+    assert set(first["sentiment"]["scores"]) == {"negative", "neutral", "positive"}
+    assert first["complaint"]["is_complaint"] is True
+    assert first["urgency"]["level"] in {"P1", "P2", "P3"} and first["urgency"]["reasons"]
+    assert out[1]["lang"] == "it" and out[1]["sentiment"]["label"] == "positive"
+    assert '"line": 2' in result.stderr
+
+
+def test_service_without_broker_says_what_is_missing() -> None:
+    result = run("run", "classify", env={"KAFKA_BOOTSTRAP_SERVERS": ""})
+    assert result.returncode == 2
+    assert "KAFKA_BOOTSTRAP_SERVERS" in result.stderr
+
+
+def test_bad_policy_file_is_a_clear_error(tmp_path: Path) -> None:
+    bad = tmp_path / "policy.yaml"
+    bad.write_text("targets: {P9: 10}\n")
+    result = run(
+        "run",
+        "alert",
+        env={"KAFKA_BOOTSTRAP_SERVERS": "127.0.0.1:1", "THIRDRING_SLA_POLICY_FILE": str(bad)},
+    )
+    assert result.returncode == 2
+    assert "configuration error" in result.stderr and "Traceback" not in result.stderr
+    assert "P9" in result.stderr and str(bad) in result.stderr
