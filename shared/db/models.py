@@ -25,6 +25,12 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from shared.db.types import UTCDateTime
 
+# Roles of API tokens, weakest first: each role can do what the ones before it can.
+ROLES = ("viewer", "agent", "admin")
+
+# Roles of API tokens, weakest first: each role can do what the ones before it can.
+ROLES = ("viewer", "agent", "admin")
+
 # Explicit constraint names so Alembic migrations are stable on both databases.
 NAMING = {
     "ix": "ix_%(table_name)s_%(column_0_N_name)s",
@@ -78,6 +84,8 @@ class Mention(Base):
     priority: Mapped[str] = mapped_column(String(2))
     reasons: Mapped[dict[str, Any]] = mapped_column(JSON)
     model_version: Mapped[str] = mapped_column(String(128))
+    author_vip: Mapped[bool] = mapped_column(Boolean, default=False, server_default="0")
+    author_followers: Mapped[int | None] = mapped_column(Integer)
 
 
 class Case(Base):
@@ -97,8 +105,28 @@ class Case(Base):
     cycles: Mapped[int] = mapped_column(Integer, default=0)
     created_at: Mapped[datetime]
     updated_at: Mapped[datetime]
+    # What routing and policy choice looked at (copied from the opening post).
+    language: Mapped[str | None] = mapped_column(String(16))
+    vip: Mapped[bool] = mapped_column(Boolean, default=False, server_default="0")
+    intents: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    # The policy version the case started with; later edits apply to new cases only.
+    policy_id: Mapped[int | None] = mapped_column(ForeignKey("sla_policies.id"))
+    team_id: Mapped[int | None] = mapped_column(ForeignKey("teams.id"))
+    assignee_id: Mapped[int | None] = mapped_column(ForeignKey("team_members.id"))
+    incident_id: Mapped[int | None] = mapped_column(ForeignKey("incidents.id"))
+    assigned_at: Mapped[datetime | None]
+    claimed_at: Mapped[datetime | None]
+    acknowledged_at: Mapped[datetime | None]
+    # Clock pauses: snoozed until a time, or waiting for the customer to write back.
+    snoozed_until: Mapped[datetime | None]
+    waiting_on_customer: Mapped[bool] = mapped_column(Boolean, default=False, server_default="0")
+    # The escalation chain, frozen when the case starts escalating (grafana/oncall style).
+    escalation: Mapped[dict[str, Any] | None] = mapped_column(JSON)
 
-    __table_args__ = (Index("ix_cases_status_priority", "status", "priority"),)
+    __table_args__ = (
+        Index("ix_cases_status_priority", "status", "priority"),
+        Index("ix_cases_assignee_id_status", "assignee_id", "status"),
+    )
 
 
 class ResponseCycle(Base):
@@ -114,8 +142,14 @@ class ResponseCycle(Base):
     seq: Mapped[int] = mapped_column(Integer)
     started_at: Mapped[datetime]
     started_event_id: Mapped[str] = mapped_column(String(36))
+    kind: Mapped[str] = mapped_column(String(8), default="first", server_default="first")
     priority: Mapped[str] = mapped_column(String(2))
     target_seconds: Mapped[float | None] = mapped_column(Float)
+    # True: the target counts business time of the policy's calendar; False: wall clock.
+    business_time: Mapped[bool] = mapped_column(Boolean, default=False, server_default="0")
+    # Counted time spent paused (snooze, waiting on customer); deadlines move by it.
+    paused_seconds: Mapped[float] = mapped_column(Float, default=0.0, server_default="0")
+    paused_at: Mapped[datetime | None]
     due_at: Mapped[datetime | None]
     answered_at: Mapped[datetime | None]
     answered_event_id: Mapped[str | None] = mapped_column(String(36))
@@ -129,16 +163,24 @@ class ResponseCycle(Base):
 
 
 class Deadline(Base):
-    """A persisted timer: a warning or a breach for one response cycle."""
+    """A persisted timer of a case's current cycle.
+
+    stage: ``warning:<fraction>`` and ``breach`` (SLA), ``escalation:<step>`` (after a breach),
+    ``reassign`` (assignee did not act), ``snooze_end`` (resume the clock).
+    """
 
     __tablename__ = "deadlines"
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
     case_id: Mapped[int] = mapped_column(ForeignKey("cases.id", ondelete="CASCADE"))
     cycle_id: Mapped[int] = mapped_column(ForeignKey("response_cycles.id", ondelete="CASCADE"))
-    stage: Mapped[str] = mapped_column(String(16))  # warning | breach
+    stage: Mapped[str] = mapped_column(String(32))
+    # The fraction of the target this stage fires at (SLA stages), for recomputing on
+    # pause/resume and priority rises.
+    fraction: Mapped[float | None] = mapped_column(Float)
     due_at: Mapped[datetime]
-    # pending -> fired | cancelled (answered in time) | suppressed (backfill, already past)
+    # pending -> fired | cancelled (answered, acknowledged) | suppressed (backfill, past)
+    #         | paused (clock paused; due_at is recomputed on resume)
     status: Mapped[str] = mapped_column(String(16))
     fired_at: Mapped[datetime | None]
 
@@ -156,8 +198,8 @@ class OutboxMessage(Base):
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
     case_id: Mapped[int] = mapped_column(ForeignKey("cases.id", ondelete="CASCADE"))
     cycle_id: Mapped[int] = mapped_column(ForeignKey("response_cycles.id", ondelete="CASCADE"))
-    stage: Mapped[str] = mapped_column(String(16))
-    channel: Mapped[str] = mapped_column(String(32))
+    stage: Mapped[str] = mapped_column(String(32))
+    channel: Mapped[str] = mapped_column(String(64))
     payload: Mapped[dict[str, Any]] = mapped_column(JSON)
     status: Mapped[str] = mapped_column(String(16))  # pending | sent | dead
     attempts: Mapped[int] = mapped_column(Integer, default=0)
@@ -172,3 +214,109 @@ class OutboxMessage(Base):
         UniqueConstraint("cycle_id", "stage", "channel"),
         Index("ix_outbox_status_next_attempt_at", "status", "next_attempt_at"),
     )
+
+
+class SlaPolicyVersion(Base):
+    """One version of an SLA policy. Editing a policy adds a version; cases keep theirs."""
+
+    __tablename__ = "sla_policies"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    name: Mapped[str] = mapped_column(String(128))
+    version: Mapped[int] = mapped_column(Integer)
+    active: Mapped[bool] = mapped_column(Boolean)
+    # Order of evaluation: the first active policy whose conditions match is chosen.
+    position: Mapped[int] = mapped_column(Integer)
+    # The whole policy (conditions, targets, calendar, stages, escalation) as validated JSON.
+    spec: Mapped[dict[str, Any]] = mapped_column(JSON)
+    created_at: Mapped[datetime]
+
+    __table_args__ = (UniqueConstraint("name", "version"),)
+
+
+class Team(Base):
+    __tablename__ = "teams"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    name: Mapped[str] = mapped_column(String(128), unique=True)
+    # Working hours (a calendar spec) or None for always on duty.
+    calendar: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    # Open cases one member may hold at once; None = no cap.
+    capacity: Mapped[int | None] = mapped_column(Integer)
+    # Reassign when the assignee has neither claimed nor acknowledged within this time.
+    reassign_after_seconds: Mapped[float | None] = mapped_column(Float)
+    # Names of notification channels for this team's alerts.
+    channels: Mapped[dict[str, Any]] = mapped_column(JSON)
+    active: Mapped[bool] = mapped_column(Boolean, default=True)
+    updated_at: Mapped[datetime]
+
+
+class TeamMember(Base):
+    __tablename__ = "team_members"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    team_id: Mapped[int] = mapped_column(ForeignKey("teams.id", ondelete="CASCADE"))
+    handle: Mapped[str] = mapped_column(String(128))
+    name: Mapped[str] = mapped_column(String(256))
+    email: Mapped[str | None] = mapped_column(String(320))
+    role: Mapped[str] = mapped_column(String(16))  # agent | lead | manager
+    active: Mapped[bool] = mapped_column(Boolean, default=True)
+    # Round-robin: the member assigned longest ago (or never) goes next.
+    last_assigned_at: Mapped[datetime | None]
+
+    __table_args__ = (UniqueConstraint("team_id", "handle"),)
+
+
+class RoutingRule(Base):
+    __tablename__ = "routing_rules"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    position: Mapped[int] = mapped_column(Integer)
+    name: Mapped[str] = mapped_column(String(128))
+    # brand / source / language / intent / priority: each a list of accepted values.
+    conditions: Mapped[dict[str, Any]] = mapped_column(JSON)
+    team_id: Mapped[int] = mapped_column(ForeignKey("teams.id", ondelete="CASCADE"))
+
+
+class Incident(Base):
+    """A burst of similar complaints (an outage): one incident, its cases linked."""
+
+    __tablename__ = "incidents"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    brand: Mapped[str] = mapped_column(String(128))
+    signature: Mapped[str] = mapped_column(String(128))  # e.g. intent:outage
+    status: Mapped[str] = mapped_column(String(16))  # open | closed
+    opened_at: Mapped[datetime]
+    last_seen_at: Mapped[datetime]
+    case_count: Mapped[int] = mapped_column(Integer)
+
+    __table_args__ = (Index("ix_incidents_brand_signature_status", "brand", "signature", "status"),)
+
+
+class CaseEvent(Base):
+    """The case's timeline: every change, who made it and when."""
+
+    __tablename__ = "case_events"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    case_id: Mapped[int] = mapped_column(ForeignKey("cases.id", ondelete="CASCADE"), index=True)
+    at: Mapped[datetime]
+    actor: Mapped[str] = mapped_column(String(128))  # "system" or the token's name
+    kind: Mapped[str] = mapped_column(String(32))
+    data: Mapped[dict[str, Any]] = mapped_column(JSON)
+
+
+class ApiToken(Base):
+    """An API token: only its SHA-256 is stored; the token itself is shown once."""
+
+    __tablename__ = "api_tokens"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    name: Mapped[str] = mapped_column(String(128), unique=True)
+    role: Mapped[str] = mapped_column(String(16))  # viewer | agent | admin
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    prefix: Mapped[str] = mapped_column(String(16))  # first characters, to recognise it
+    created_at: Mapped[datetime]
+    revoked_at: Mapped[datetime | None]
+    last_used_at: Mapped[datetime | None]
