@@ -31,6 +31,11 @@ run_app = typer.Typer(
 app.add_typer(model_app, name="model")
 app.add_typer(db_app, name="db")
 app.add_typer(run_app, name="run")
+tokens_app = typer.Typer(
+    help="API tokens for the alert HTTP API (roles: viewer < agent < admin).",
+    no_args_is_help=True,
+)
+app.add_typer(tokens_app, name="tokens")
 
 console = Console(stderr=True)
 
@@ -39,7 +44,10 @@ def _settings() -> Settings:
     """Load and check the configuration up front: a mistake is one clear line, no traceback."""
     try:
         settings = get_settings()
-        settings.sla_policy()
+        if settings.alerting_file is not None:
+            from services.alert.config import load_alerting
+
+            load_alerting(settings.alerting_file)
     except ValueError as exc:  # pydantic's ValidationError is a ValueError
         console.print(f"[red]configuration error:[/] {exc}")
         raise typer.Exit(2) from None
@@ -61,6 +69,15 @@ def _run_until_signal(main: object) -> None:
         asyncio.run(runner())
 
 
+def _require_schema(settings: Settings) -> None:
+    from shared.db.migrate import pending
+
+    problem = pending(settings.resolved_database_url)
+    if problem:
+        console.print(f"[red]{problem}[/]")
+        raise typer.Exit(2)
+
+
 def _require_broker(settings: Settings) -> None:
     if not settings.kafka_bootstrap_servers:
         console.print(
@@ -77,6 +94,98 @@ def db_upgrade() -> None:
     settings = _settings()
     upgrade(settings.resolved_database_url)
     console.print("database is up to date")
+
+
+def _tokens_run(work: object) -> object:
+    """Migrate if needed, then run ``work(session)`` in one committed transaction.
+
+    Only the database settings are needed: revoking a token must work even when, say, the
+    SLA policy file is broken. A ValueError from the work (unknown role, duplicate name) is
+    one line on stderr and exit code 2.
+    """
+    from shared.db.engine import make_engine, make_sessionmaker
+    from shared.db.migrate import upgrade
+
+    try:
+        settings = get_settings()
+    except ValueError as exc:  # pydantic's ValidationError is a ValueError
+        console.print(f"[red]configuration error:[/] {exc}", highlight=False)
+        raise typer.Exit(2) from None
+    setup_logging(settings.log_level, settings.log_format)
+    url = settings.resolved_database_url
+    upgrade(url)
+
+    async def main() -> object:
+        engine = make_engine(url)
+        try:
+            async with make_sessionmaker(engine)() as session:
+                try:
+                    result = await work(session)  # type: ignore[operator]
+                except ValueError as exc:
+                    console.print(f"[red]error:[/] {exc}", highlight=False)
+                    raise typer.Exit(2) from None
+                await session.commit()
+                return result
+        finally:
+            await engine.dispose()
+
+    return asyncio.run(main())
+
+
+@tokens_app.command("create")
+def tokens_create(
+    name: Annotated[str, typer.Argument(help="Who or what holds it, e.g. crm-sync or alice")],
+    role: Annotated[str, typer.Option(help="viewer, agent or admin")] = "viewer",
+) -> None:
+    """Create a token and print it once on stdout (only its hash is stored)."""
+    from services.alert.access.tokens import create_token
+
+    token = _tokens_run(lambda session: create_token(session, name, role))
+    typer.echo(token)
+    console.print(
+        f"[yellow]token {name} ({role}) created: store it now, it will not be shown again[/]",
+        highlight=False,
+    )
+
+
+@tokens_app.command("revoke")
+def tokens_revoke(name: Annotated[str, typer.Argument(help="The token's name")]) -> None:
+    """Revoke a token: requests with it fail from now on."""
+    from services.alert.access.tokens import revoke_token
+
+    if not _tokens_run(lambda session: revoke_token(session, name)):
+        console.print(f"[red]error:[/] no active token named {name!r}", highlight=False)
+        raise typer.Exit(2)
+    console.print(f"token {name} revoked", highlight=False)
+
+
+@tokens_app.command("list")
+def tokens_list() -> None:
+    """List tokens (names, roles, prefixes, last use), never the tokens themselves."""
+    from rich.table import Column, Table
+
+    from services.alert.access.tokens import list_tokens
+
+    tokens = _tokens_run(list_tokens)
+    table = Table(
+        Column("name", overflow="fold"),  # folded, never cut: the name is what revoke takes
+        "role",
+        Column("prefix", no_wrap=True),
+        "created",
+        "last used",
+        "revoked",
+        caption="times in UTC",
+    )
+    for t in tokens:  # type: ignore[attr-defined]
+        table.add_row(
+            t.name,
+            t.role,
+            t.prefix + "…",
+            f"{t.created_at:%Y-%m-%d %H:%M}",
+            f"{t.last_used_at:%Y-%m-%d %H:%M}" if t.last_used_at else "never",
+            f"{t.revoked_at:%Y-%m-%d %H:%M}" if t.revoked_at else "",
+        )
+    Console().print(table)
 
 
 @model_app.command("prepare")
@@ -171,6 +280,7 @@ def run_ingest_cmd(demo: bool = False) -> None:
 
     settings = _settings()
     _require_broker(settings)
+    _require_schema(settings)
     sources = [DemoSource()] if demo else []
     _run_until_signal(lambda stop: run_ingest(settings, sources=sources, stop=stop))
 
@@ -192,6 +302,7 @@ def run_alert_cmd(api: Annotated[bool, typer.Option(help="Serve the HTTP API too
 
     settings = _settings()
     _require_broker(settings)
+    _require_schema(settings)
     _run_until_signal(lambda stop: run_alert(settings, stop, serve_api=api))
 
 
@@ -220,7 +331,7 @@ def up(
     from services.up import run_all
 
     settings = _settings()
-    if demo and not settings.sla_policy_file:
+    if demo and not settings.alerting_file:
         settings = settings.model_copy(update={"demo": True})
     _run_until_signal(
         lambda stop: run_all(settings, stop, demo=demo, durable=durable, console=console)

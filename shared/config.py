@@ -9,45 +9,8 @@ from __future__ import annotations
 from functools import lru_cache
 from pathlib import Path
 
-import yaml
-from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
-
-PRIORITIES = ("P1", "P2", "P3", "P4")
-
-
-class SlaPolicy(BaseModel):
-    """First-response targets per priority, and when to warn before a breach."""
-
-    name: str = "default"
-    # Seconds to first response per priority; None means "no target" (no alerts).
-    targets: dict[str, float | None] = Field(
-        default_factory=lambda: {"P1": 15 * 60, "P2": 60 * 60, "P3": 4 * 3600, "P4": None}
-    )
-    # The warning fires when this fraction of the target has elapsed.
-    warn_at_fraction: float = Field(default=0.8, gt=0.0, lt=1.0)
-
-    @field_validator("targets")
-    @classmethod
-    def _known_priorities(cls, v: dict[str, float | None]) -> dict[str, float | None]:
-        unknown = set(v) - set(PRIORITIES)
-        if unknown:
-            raise ValueError(f"unknown priorities {sorted(unknown)}; use {PRIORITIES}")
-        for prio, seconds in v.items():
-            if seconds is not None and seconds <= 0:
-                raise ValueError(f"target for {prio} must be positive or null")
-        return {p: v.get(p) for p in PRIORITIES}
-
-    def target_for(self, priority: str) -> float | None:
-        return self.targets.get(priority)
-
-
-# The demo policy: targets in seconds so a newcomer sees a warning and a breach in a minute.
-DEMO_POLICY = SlaPolicy(
-    name="demo",
-    targets={"P1": 20, "P2": 30, "P3": 40, "P4": None},
-    warn_at_fraction=0.5,
-)
 
 
 class Settings(BaseSettings):
@@ -85,8 +48,8 @@ class Settings(BaseSettings):
     notify_webhook_secret: SecretStr | None = None
     notify_webhook_secret_file: Path | None = None
 
-    # SLA policy: a YAML file, or the defaults above.
-    sla_policy_file: Path | None = None
+    # Alerting: calendars, SLA policies, teams, routing, channels (YAML; see docs/sla.md).
+    alerting_file: Path | None = None
     demo: bool = False
 
     # Alert timers: how often the scheduler looks for due deadlines (seconds).
@@ -122,25 +85,8 @@ class Settings(BaseSettings):
             return self.database_url
         return f"sqlite+aiosqlite:///{(self.data_dir / 'thirdring.db').resolve()}"
 
-    def sla_policy(self) -> SlaPolicy:
-        if self.sla_policy_file is not None:
-            return load_policy(self.sla_policy_file)
-        return DEMO_POLICY if self.demo else SlaPolicy()
-
     def group(self, service: str) -> str:
         return f"{self.consumer_group_prefix}-{service}"
-
-
-def load_policy(path: Path) -> SlaPolicy:
-    """Read an SLA policy from YAML, with an error that names the file and the field."""
-    try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except (OSError, yaml.YAMLError) as exc:
-        raise ValueError(f"cannot read SLA policy {path}: {exc}") from exc
-    try:
-        return SlaPolicy.model_validate(data)
-    except ValueError as exc:
-        raise ValueError(f"invalid SLA policy {path}: {exc}") from exc
 
 
 @lru_cache

@@ -104,6 +104,8 @@ class ConsumerLoop(Generic[T]):
         dlq_topic: str,
         max_records: int = 256,
         timeout_ms: int = 200,
+        session_timeout_ms: int = 6000,
+        heartbeat_interval_ms: int = 1000,
     ) -> None:
         self.name = name
         self.topic = topic
@@ -120,6 +122,11 @@ class ConsumerLoop(Generic[T]):
             enable_auto_commit=False,
             auto_offset_reset="earliest",
             max_partition_fetch_bytes=MAX_MESSAGE_BYTES * 2,
+            # A short session makes joins and rebalances quick (a replica that dies is noticed
+            # within it); 6 s is Kafka's minimum by default. The model thread never blocks
+            # heartbeats, which run on the event loop.
+            session_timeout_ms=session_timeout_ms,
+            heartbeat_interval_ms=heartbeat_interval_ms,
         )
         self._stopping = asyncio.Event()
         self.processed = 0

@@ -53,12 +53,21 @@ def test_service_without_broker_says_what_is_missing() -> None:
 
 def test_bad_policy_file_is_a_clear_error(tmp_path: Path) -> None:
     bad = tmp_path / "policy.yaml"
-    bad.write_text("targets: {P9: 10}\n")
+    bad.write_text("policies: [{name: gold, targets: {P9: 10}}]\n")
     result = run(
         "run",
         "alert",
-        env={"KAFKA_BOOTSTRAP_SERVERS": "127.0.0.1:1", "THIRDRING_SLA_POLICY_FILE": str(bad)},
+        env={"KAFKA_BOOTSTRAP_SERVERS": "127.0.0.1:1", "THIRDRING_ALERTING_FILE": str(bad)},
     )
     assert result.returncode == 2
     assert "configuration error" in result.stderr and "Traceback" not in result.stderr
     assert "P9" in result.stderr and str(bad) in result.stderr
+
+
+def test_unmigrated_database_is_named(tmp_path: Path) -> None:
+    db = f"sqlite+aiosqlite:///{tmp_path / 'empty.db'}"
+    result = run(
+        "run", "alert", env={"KAFKA_BOOTSTRAP_SERVERS": "127.0.0.1:1", "THIRDRING_DATABASE_URL": db}
+    )
+    assert result.returncode == 2
+    assert "thirdring db upgrade" in result.stderr

@@ -14,15 +14,16 @@ from collections.abc import Awaitable, Callable
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from services.alert.api.app import create_api_app
-from services.alert.cases.service import apply_scored
-from services.alert.notify.base import Notifier
-from services.alert.notify.log import LogNotifier
+from services.alert.cases.service import CaseSettings, apply_scored
+from services.alert.config import alerting_config
 from services.alert.notify.outbox import OutboxDispatcher
-from services.alert.notify.webhook import WebhookNotifier
-from services.alert.sla.scheduler import fire_due
-from shared.config import Settings, SlaPolicy
+from services.alert.notify.registry import build_notifiers
+from services.alert.routing.sync import sync_teams_and_rules
+from services.alert.sla.scheduler import Delivery, fire_due
+from services.alert.sla.store import sync_policies
+from shared.config import Settings
 from shared.db.engine import make_engine, make_sessionmaker
-from shared.events import ScoredMention
+from shared.events import ScoredMention, utcnow
 from shared.http import serve
 from shared.kafka import ConsumerLoop, Item, ensure_topics, make_producer
 from shared.lifecycle import every, supervise
@@ -30,24 +31,14 @@ from shared.lifecycle import every, supervise
 log = logging.getLogger(__name__)
 
 
-def build_notifiers(settings: Settings) -> dict[str, Notifier]:
-    notifiers: dict[str, Notifier] = {"log": LogNotifier()}
-    if settings.notify_webhook_url:
-        secret = settings.notify_webhook_secret
-        notifiers["webhook"] = WebhookNotifier(
-            settings.notify_webhook_url, secret.get_secret_value() if secret else None
-        )
-    return notifiers
-
-
 def case_handler(
-    sessions: async_sessionmaker[AsyncSession], policy: SlaPolicy
+    sessions: async_sessionmaker[AsyncSession], case_settings: CaseSettings
 ) -> Callable[[list[Item[ScoredMention]]], Awaitable[None]]:
     async def handle(items: list[Item[ScoredMention]]) -> None:
         # One transaction per batch; offsets are committed by the loop only after it.
         async with sessions() as session, session.begin():
             for item in items:
-                outcome = await apply_scored(session, item.value, policy)
+                outcome = await apply_scored(session, item.value, case_settings)
                 log.debug(
                     "mention %s: %s case=%s", outcome.event_id, outcome.action, outcome.case_id
                 )
@@ -58,8 +49,12 @@ def case_handler(
 async def run_alert(settings: Settings, stop: asyncio.Event, *, serve_api: bool = True) -> None:
     engine = make_engine(settings.resolved_database_url)
     sessions = make_sessionmaker(engine)
-    policy = settings.sla_policy()
-    notifiers = build_notifiers(settings)
+    config = alerting_config(settings)
+    notifiers = build_notifiers(settings, config)
+    async with sessions() as session, session.begin():
+        # The file is the source of truth at start: policies get new versions if changed.
+        await sync_policies(session, config.resolved_policies(), utcnow())
+        await sync_teams_and_rules(session, config, utcnow())
     producer = make_producer(settings.kafka_bootstrap_servers)
     await producer.start()
     await ensure_topics(
@@ -73,7 +68,7 @@ async def run_alert(settings: Settings, stop: asyncio.Event, *, serve_api: bool 
         topic=settings.topic_scored,
         group_id=settings.group("alert"),
         parse=ScoredMention.model_validate_json,
-        handle=case_handler(sessions, policy),
+        handle=case_handler(sessions, CaseSettings(incidents=config.incidents)),
         producer=producer,
         dlq_topic=settings.topic_dlq,
     )
@@ -84,7 +79,11 @@ async def run_alert(settings: Settings, stop: asyncio.Event, *, serve_api: bool 
         backoff_base=settings.notify_backoff_base,
         backoff_max=settings.notify_backoff_max,
     )
-    channels = list(notifiers)
+    delivery = Delivery(
+        default_channels=config.default_channels,
+        known_channels=set(notifiers),
+        case_url=f"http://{settings.api_host}:{settings.api_port}/api/v1/cases/{{id}}",
+    )
 
     async def consumer_ready() -> bool:
         return consumer.ready.is_set()
@@ -93,7 +92,7 @@ async def run_alert(settings: Settings, stop: asyncio.Event, *, serve_api: bool 
         asyncio.create_task(consumer.run(), name="alert-consumer"),
         asyncio.create_task(
             every(
-                settings.scheduler_interval, stop, "scheduler", lambda: fire_due(sessions, channels)
+                settings.scheduler_interval, stop, "scheduler", lambda: fire_due(sessions, delivery)
             ),
             name="alert-scheduler",
         ),
@@ -109,7 +108,11 @@ async def run_alert(settings: Settings, stop: asyncio.Event, *, serve_api: bool 
                 serve(app, settings.api_host, settings.api_port, stop, "alert API"), name="api"
             )
         )
-    log.info("alert service running (policy %s, channels %s)", policy.name, ", ".join(channels))
+    log.info(
+        "alert service running (policies %s; channels %s)",
+        ", ".join(p.name for p in config.policies),
+        ", ".join(notifiers),
+    )
     try:
         await supervise(tasks, stop)
     finally:

@@ -28,9 +28,6 @@ from shared.db.types import UTCDateTime
 # Roles of API tokens, weakest first: each role can do what the ones before it can.
 ROLES = ("viewer", "agent", "admin")
 
-# Roles of API tokens, weakest first: each role can do what the ones before it can.
-ROLES = ("viewer", "agent", "admin")
-
 # Explicit constraint names so Alembic migrations are stable on both databases.
 NAMING = {
     "ix": "ix_%(table_name)s_%(column_0_N_name)s",

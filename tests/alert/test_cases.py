@@ -7,12 +7,13 @@ from datetime import UTC, datetime, timedelta
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from services.alert.cases.service import apply_scored
+from services.alert.cases.service import CaseSettings, apply_scored
 from services.alert.notify.outbox import OutboxDispatcher
 from services.alert.notify.webhook import WebhookNotifier
+from services.alert.sla.policies import SlaPolicy
 from services.alert.sla.scheduler import fire_due
+from services.alert.sla.store import sync_policies
 from services.alert.stats.service import response_times
-from shared.config import SlaPolicy
 from shared.db.engine import make_sessionmaker
 from shared.db.models import Case, Deadline, OutboxMessage, ResponseCycle
 from shared.signing import verify
@@ -26,7 +27,8 @@ POLICY = SlaPolicy(targets={"P1": 600, "P2": 3600, "P3": 7200, "P4": None}, warn
 async def _apply(engine: AsyncEngine, *events, now=T0):  # type: ignore[no-untyped-def]
     sessions = make_sessionmaker(engine)
     async with sessions() as s, s.begin():
-        return [(await apply_scored(s, e, POLICY, now)).action for e in events]
+        await sync_policies(s, [POLICY], now)
+        return [(await apply_scored(s, e, CaseSettings(), now)).action for e in events]
 
 
 async def test_case_opens_and_brand_reply_answers_it(engine: AsyncEngine) -> None:

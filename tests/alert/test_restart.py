@@ -12,8 +12,9 @@ import pytest
 from pydantic import SecretStr
 from sqlalchemy import select
 
+from services.alert.sla.policies import SlaPolicy
 from services.alert.worker import run_alert
-from shared.config import Settings, SlaPolicy
+from shared.config import Settings
 from shared.db.engine import make_engine, make_sessionmaker
 from shared.db.models import Case
 from shared.events import utcnow
@@ -31,12 +32,12 @@ async def test_breach_fires_after_restart_and_warning_is_not_repeated(
     settings: Settings, receiver: HttpReceiver, tmp_path: Path
 ) -> None:
     policy = tmp_path / "policy.yaml"
-    policy.write_text(json.dumps(POLICY.model_dump()))
+    policy.write_text(json.dumps({"policies": [POLICY.model_dump()]}))
     s = settings.model_copy(
         update={
             "notify_webhook_url": receiver.url,
             "notify_webhook_secret": SecretStr("x"),
-            "sla_policy_file": policy,
+            "alerting_file": policy,
             "scheduler_interval": 0.1,
             "outbox_interval": 0.1,
         }

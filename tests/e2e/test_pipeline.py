@@ -17,14 +17,16 @@ import httpx
 import pytest
 from pydantic import SecretStr
 
+from services.alert.access import create_token
+from services.alert.sla.policies import SlaPolicy
 from services.alert.worker import run_alert
 from services.classify.scoring import Classifier
 from services.classify.worker import run_classify
 from services.ingest.publisher import Publisher
 from services.ingest.sources.replay import replay_file
 from services.ingest.worker import run_ingest
-from shared.config import Settings, SlaPolicy
-from shared.db.engine import make_engine
+from shared.config import Settings
+from shared.db.engine import make_engine, make_sessionmaker
 from shared.events import DeadLetter, utcnow
 from shared.kafka import ensure_topics, make_producer
 from shared.ports import free_port
@@ -42,9 +44,9 @@ POLICY = SlaPolicy(targets={"P1": 6, "P2": 7, "P3": 8, "P4": 9}, warn_at_fractio
 @pytest.fixture
 async def pipeline(
     settings: Settings, receiver: HttpReceiver, classifier: Classifier, tmp_path: Path
-) -> AsyncIterator[Settings]:
+) -> AsyncIterator[tuple[Settings, str]]:
     policy_file = tmp_path / "policy.yaml"
-    policy_file.write_text(json.dumps(POLICY.model_dump()))  # JSON is YAML
+    policy_file.write_text(json.dumps({"policies": [POLICY.model_dump()]}))  # JSON is YAML
     s = settings.model_copy(
         update={
             "api_port": free_port(),
@@ -53,7 +55,7 @@ async def pipeline(
             "webhook_secret": SecretStr(SECRET),
             "notify_webhook_url": receiver.url,
             "notify_webhook_secret": SecretStr("notify-secret"),
-            "sla_policy_file": policy_file,
+            "alerting_file": policy_file,
             "scheduler_interval": 0.1,
             "outbox_interval": 0.1,
         }
@@ -61,6 +63,10 @@ async def pipeline(
     await ensure_topics(
         s.kafka_bootstrap_servers, [s.topic_raw, s.topic_scored, s.topic_dlq], s.partitions
     )
+    engine = make_engine(s.resolved_database_url)
+    async with make_sessionmaker(engine)() as session, session.begin():
+        token = await create_token(session, "e2e", "viewer")
+    await engine.dispose()
     stop = asyncio.Event()
     tasks = [
         asyncio.create_task(run_ingest(s, sources=[], stop=stop)),
@@ -81,7 +87,7 @@ async def pipeline(
             return codes == [200, 200, 200]
 
         await wait_for(ready, timeout=60)
-    yield s
+    yield s, token
     stop.set()
     results = await asyncio.gather(*tasks, return_exceptions=True)
     assert not [r for r in results if isinstance(r, BaseException)], results
@@ -102,9 +108,9 @@ def _post(ext: str, at, text: str, *, conv: str, brand: bool = False) -> dict:  
 
 
 async def test_post_to_alert_end_to_end(
-    pipeline: Settings, receiver: HttpReceiver, tmp_path: Path
+    pipeline: tuple[Settings, str], receiver: HttpReceiver, tmp_path: Path
 ) -> None:
-    s = pipeline
+    s, token = pipeline
     now = utcnow()
     angry = "My internet has been down for three days and nobody answers. I want a refund now!"
     lines = [
@@ -164,6 +170,8 @@ async def test_post_to_alert_end_to_end(
         await wait_for(lambda: stages_for("conv-a") == ["warning", "breach"], timeout=60)
         await wait_for(lambda: stages_for("conv-c") == ["warning", "breach"], timeout=60)
         api = f"http://127.0.0.1:{s.api_port}"
+        assert (await client.get(f"{api}/api/v1/cases")).status_code == 401  # no token
+        client.headers["Authorization"] = f"Bearer {token}"
         cases = {
             c["conversation_id"]: c
             for c in (await client.get(f"{api}/api/v1/cases?status=all")).json()

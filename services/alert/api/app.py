@@ -7,35 +7,19 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
-from typing import Annotated, Literal
+from typing import Annotated
 
-from fastapi import FastAPI, HTTPException, Query
+from fastapi import Depends, FastAPI, HTTPException, Query
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel
-from sqlalchemy import select, text
+from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from services.alert.access import Principal, require
+from services.alert.api import admin, cases
 from services.alert.stats.service import ResponseTimeStats, response_times
-from shared.db.models import Case, ResponseCycle
 from shared.events import utcnow
 
 MAX_RANGE = timedelta(days=366)
-
-
-class CaseView(BaseModel):
-    id: int
-    conversation_id: str
-    brand: str
-    source: str
-    status: str
-    priority: str
-    opened_at: datetime
-    answered_at: datetime | None
-    cycle: int
-    due_at: datetime | None
-    time_left_seconds: float | None
-    breached: bool
-    reply_url: str | None
 
 
 def create_api_app(
@@ -45,8 +29,14 @@ def create_api_app(
     app = FastAPI(
         title="thirdring alert API",
         version="0.1.0",
-        description="Cases and response-time statistics. Answer before the third ring.",
+        description=(
+            "Cases, SLA policies and response-time statistics. Answer before the third ring. "
+            "Every endpoint but health needs an API token (`thirdring tokens create`)."
+        ),
     )
+    app.state.sessions = sessions  # read by the token guard and the routers
+    app.include_router(cases.router)
+    app.include_router(admin.router)
 
     @app.get("/healthz", tags=["health"])
     async def healthz() -> dict[str, str]:
@@ -67,6 +57,7 @@ def create_api_app(
 
     @app.get("/api/v1/stats/response-times", tags=["stats"])
     async def stats_response_times(
+        _: Annotated[Principal, Depends(require("viewer"))],
         since: Annotated[
             datetime | None, Query(description="Start (ISO 8601); default: 7 days before until")
         ] = None,
@@ -82,44 +73,6 @@ def create_api_app(
             raise HTTPException(422, detail=f"range too large: at most {MAX_RANGE.days} days")
         async with sessions() as session:
             return await response_times(session, since, until, now)
-
-    @app.get("/api/v1/cases", tags=["cases"])
-    async def list_cases(
-        status: Literal["open", "answered", "all"] = "open",
-        limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-    ) -> list[CaseView]:
-        """Cases with their current cycle, the least time left first."""
-        now = utcnow()
-        stmt = select(Case, ResponseCycle).join(
-            ResponseCycle, (ResponseCycle.case_id == Case.id) & (ResponseCycle.seq == Case.cycles)
-        )
-        if status != "all":
-            stmt = stmt.where(Case.status == status)
-        stmt = stmt.order_by(ResponseCycle.due_at.is_(None), ResponseCycle.due_at, Case.id).limit(
-            limit
-        )
-        async with sessions() as session:
-            rows = (await session.execute(stmt)).all()
-        return [
-            CaseView(
-                id=c.id,
-                conversation_id=c.conversation_id,
-                brand=c.brand,
-                source=c.source,
-                status=c.status,
-                priority=cy.priority,
-                opened_at=c.opened_at,
-                answered_at=c.answered_at,
-                cycle=cy.seq,
-                due_at=cy.due_at,
-                time_left_seconds=(cy.due_at - now).total_seconds()
-                if cy.due_at and c.status == "open"
-                else None,
-                breached=cy.breached,
-                reply_url=c.reply_url,
-            )
-            for c, cy in rows
-        ]
 
     return app
 

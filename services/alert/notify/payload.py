@@ -14,9 +14,13 @@ def alert_payload(
     stage: str, case: Case, cycle: ResponseCycle, post: Mention | None, now: datetime
 ) -> dict[str, Any]:
     time_left = (cycle.due_at - now).total_seconds() if cycle.due_at else None
+    family, _, arg = stage.partition(":")
     return {
         "schema": PAYLOAD_VERSION,
-        "stage": stage,
+        # "warning" (with its fraction), "breach" or "escalation" (with its step).
+        "stage": family,
+        "stage_id": stage,
+        "fraction": float(arg) if family == "warning" and arg else None,
         "fired_at": now.isoformat(),
         "case": {
             "id": case.id,
