@@ -104,3 +104,9 @@ def test_defaults_without_a_file() -> None:
     config = AlertingConfig()
     assert [p.name for p in config.resolved_policies()] == ["default"]
     assert config.default_channels == ["log"]
+
+
+def test_example_file_in_deploy_is_valid() -> None:
+    config = load_alerting(Path(__file__).parents[2] / "deploy" / "alerting.example.yaml")
+    assert [t.name for t in config.teams] == ["care-it", "care-et"]
+    assert config.resolved_policies()[1].calendar is not None

@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
-import httpx
-
 from services.alert.notify import render
-from services.alert.notify.base import DeliveryError, Notifier
+from services.alert.notify.http import JsonPostNotifier
 
 # Slack's documented limits; going over any of them gets a 400 "invalid_blocks".
 HEADER_MAX = 150
@@ -85,34 +82,10 @@ def slack_message(payload: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-class SlackNotifier(Notifier):
-    """Posts to one Slack incoming webhook; the URL is a secret, so it never appears in errors."""
+class SlackNotifier(JsonPostNotifier):
+    """Posts Block Kit messages to one Slack incoming webhook."""
 
     channel = "slack"
 
-    def __init__(self, url: str, timeout: float = 10.0) -> None:
-        self._url = url
-        self._client = httpx.AsyncClient(timeout=timeout)
-
-    def __repr__(self) -> str:
-        return "SlackNotifier(url=<redacted>)"
-
-    async def send(self, message_id: str, payload: dict[str, Any]) -> None:
-        body = json.dumps(slack_message(payload), ensure_ascii=False).encode()
-        headers = {
-            "Content-Type": "application/json; charset=utf-8",
-            "User-Agent": "thirdring-alert/0.1",
-            "X-Thirdring-Delivery": message_id,
-        }
-        try:
-            resp = await self._client.post(self._url, content=body, headers=headers)
-        except httpx.HTTPError as exc:
-            raise DeliveryError(f"slack: {type(exc).__name__}: {exc}") from exc
-        if not 200 <= resp.status_code < 300:
-            detail = f"slack: HTTP {resp.status_code}: {resp.text[:200]}"
-            if retry_after := resp.headers.get("Retry-After"):
-                detail += f" (retry after {retry_after} s)"
-            raise DeliveryError(detail)
-
-    async def close(self) -> None:
-        await self._client.aclose()
+    def render(self, payload: dict[str, Any]) -> dict[str, Any]:
+        return slack_message(payload)

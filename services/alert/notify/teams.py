@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
-import httpx
-
 from services.alert.notify import render
-from services.alert.notify.base import DeliveryError, Notifier
+from services.alert.notify.http import JsonPostNotifier
 
 # Teams drops cards over ~28 KB; the post text is the only unbounded part.
 POST_TEXT_MAX = 4000
@@ -80,37 +77,10 @@ def teams_message(payload: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-class TeamsNotifier(Notifier):
-    """Posts to a Teams Workflows URL; its query string holds a signature, so it stays out of
-    errors and repr."""
+class TeamsNotifier(JsonPostNotifier):
+    """Posts Adaptive Cards to a Teams Workflows URL."""
 
     channel = "teams"
 
-    def __init__(self, url: str, timeout: float = 10.0) -> None:
-        self._url = url
-        self._client = httpx.AsyncClient(timeout=timeout)
-
-    def __repr__(self) -> str:
-        return "TeamsNotifier(url=<redacted>)"
-
-    async def send(self, message_id: str, payload: dict[str, Any]) -> None:
-        body = json.dumps(teams_message(payload), ensure_ascii=False).encode()
-        headers = {
-            "Content-Type": "application/json; charset=utf-8",
-            "User-Agent": "thirdring-alert/0.1",
-            "X-Thirdring-Delivery": message_id,
-        }
-        try:
-            resp = await self._client.post(self._url, content=body, headers=headers)
-        except httpx.HTTPError as exc:
-            raise DeliveryError(f"teams: {type(exc).__name__}: {exc}") from exc
-        # Workflows answers 202 (queued); any 2xx means accepted, and retrying one would
-        # post the card twice.
-        if not 200 <= resp.status_code < 300:
-            detail = f"teams: HTTP {resp.status_code}: {resp.text[:200]}"
-            if retry_after := resp.headers.get("Retry-After"):
-                detail += f" (retry after {retry_after} s)"
-            raise DeliveryError(detail)
-
-    async def close(self) -> None:
-        await self._client.aclose()
+    def render(self, payload: dict[str, Any]) -> dict[str, Any]:
+        return teams_message(payload)

@@ -5,36 +5,25 @@ from __future__ import annotations
 import json
 from typing import Any
 
-import httpx
-
-from services.alert.notify.base import DeliveryError, Notifier
+from services.alert.notify.http import JsonPostNotifier
 from shared.signing import SIGNATURE_HEADER, sign
 
 
-class WebhookNotifier(Notifier):
+class WebhookNotifier(JsonPostNotifier):
+    """POSTs the alert payload as it is (``thirdring.alert/v1``), signed when a secret is set."""
+
     channel = "webhook"
 
     def __init__(self, url: str, secret: str | None, timeout: float = 10.0) -> None:
-        self.url = url
+        super().__init__(url, timeout)
         self._secret = secret
-        self._client = httpx.AsyncClient(timeout=timeout)
 
-    async def send(self, message_id: str, payload: dict[str, Any]) -> None:
-        body = json.dumps(payload, separators=(",", ":"), sort_keys=True).encode()
-        headers = {
-            "Content-Type": "application/json",
-            "User-Agent": "thirdring-alert/0.1",
-            # Receivers dedupe on this: a crash after delivery but before our commit resends.
-            "X-Thirdring-Delivery": message_id,
-        }
-        if self._secret:
-            headers[SIGNATURE_HEADER] = sign(body, self._secret)
-        try:
-            resp = await self._client.post(self.url, content=body, headers=headers)
-        except httpx.HTTPError as exc:
-            raise DeliveryError(f"{type(exc).__name__}: {exc}") from exc
-        if resp.status_code >= 300:
-            raise DeliveryError(f"HTTP {resp.status_code}: {resp.text[:200]}")
+    def render(self, payload: dict[str, Any]) -> dict[str, Any]:
+        return payload
 
-    async def close(self) -> None:
-        await self._client.aclose()
+    def encode(self, body: dict[str, Any]) -> bytes:
+        # Compact and sorted: the signed bytes are the same for the same payload.
+        return json.dumps(body, separators=(",", ":"), sort_keys=True).encode()
+
+    def signed_headers(self, body: bytes) -> dict[str, str]:
+        return {SIGNATURE_HEADER: sign(body, self._secret)} if self._secret else {}

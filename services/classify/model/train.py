@@ -171,25 +171,11 @@ def embed_texts(
     chunk: int = 2048,
 ) -> np.ndarray:
     """Embeddings for ``texts`` (input order), computing only those not cached yet."""
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeElapsedColumn,
-        TimeRemainingColumn,
-    )
+    from shared.progress import progress_bar
 
     missing = list(dict.fromkeys(t for t in texts if cache.get(t) is None))
     if missing:
-        columns = (
-            TextColumn("[bold]embedding"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeElapsedColumn(),
-            TimeRemainingColumn(),
-        )
-        with Progress(*columns, disable=not progress, transient=False) as bar:
+        with progress_bar(disable=not progress) as bar:
             task = bar.add_task("embed", total=len(missing))
             for start in range(0, len(missing), chunk):
                 part = missing[start : start + chunk]

@@ -21,19 +21,11 @@ from pathlib import Path
 from typing import Literal, Protocol
 
 from pydantic import ValidationError
-from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    TextColumn,
-    TimeElapsedColumn,
-    TimeRemainingColumn,
-)
 
 from services.ingest.publisher import Publisher
 from shared.events import Author, RawMention
 from shared.kafka import MAX_MESSAGE_BYTES, describe_error
+from shared.progress import progress_bar
 
 log = logging.getLogger(__name__)
 
@@ -367,15 +359,7 @@ async def replay_file(
     # Parsing runs in a thread so a big file does not stall the event loop (the webhook).
     total = await asyncio.to_thread(reader.count)
     items = iter(reader)
-    columns = (
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        TimeRemainingColumn(),
-    )
-    # stderr: stdout is left for the report.
-    with Progress(*columns, console=Console(stderr=True), disable=not progress) as bar:
+    with progress_bar(disable=not progress) as bar:
         task = bar.add_task(f"replay {path.name}", total=total)
         while chunk := await asyncio.to_thread(_take, items, chunk_size):
             mentions = [x for x in chunk if isinstance(x, RawMention)]
