@@ -22,7 +22,9 @@ class EmbeddedServer(uvicorn.Server):
 def bind(host: str, port: int, what: str) -> socket.socket:
     """Bind here so a busy port is an OSError naming it; uvicorn would sys.exit() instead."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
+    # IPPROTO_TCP explicitly: asyncio sets TCP_NODELAY only on sockets it recognises as TCP,
+    # and without it kept-alive responses wait ~40 ms on Nagle and delayed ACKs.
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
         sock.bind((host, port))

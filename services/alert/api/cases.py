@@ -214,6 +214,8 @@ async def acknowledge(request: Request, case_id: int, who: Agent) -> CaseDetail:
 @router.post("/{case_id}/answered")
 async def answered(request: Request, case_id: int, who: Agent, body: AnsweredBody) -> CaseDetail:
     """Mark the case answered (the reply was made where ingest does not see it)."""
+    if body.answered_at is not None and body.answered_at.tzinfo is None:
+        raise HTTPException(422, detail="answered_at must include a time zone")
     return await _act(
         request,
         case_id,

@@ -133,10 +133,7 @@ async def resume(session: AsyncSession, case_id: int, actor: str, now: datetime)
     if cycle.paused_at is None:
         raise CaseConflict(f"case {case.id} is not paused")
     await clock.cancel_pending(session, cycle, stages_like="snooze_end")
-    if policy is not None:
-        await clock.resume(session, cycle, policy, now)
-    else:
-        cycle.paused_at = None
+    await clock.resume(session, cycle, policy, now)
     case.snoozed_until = None
     case.waiting_on_customer = False
     case.updated_at = now

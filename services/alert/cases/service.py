@@ -228,9 +228,11 @@ async def _follow_up(
 
     cycle = await current_cycle(session, case)
     action = "noted"
-    if case.waiting_on_customer and policy is not None:
+    if case.waiting_on_customer:
         case.waiting_on_customer = False
-        await clock.resume(session, cycle, policy, now)
+        if case.snoozed_until is None:  # a snooze keeps the clock stopped until it ends
+            # The wait ends when the customer wrote (the post's own time), not when we saw it.
+            await clock.resume(session, cycle, policy, min(m.created_at, now))
         record(session, case.id, "customer_replied", now, event_id=m.event_id)
         action = "resumed"
     if more_urgent(priority, cycle.priority):
@@ -300,7 +302,7 @@ async def answer(
 ) -> None:
     """Stop the clock: the brand answered at ``at`` (seen in the feed, or marked via the API)."""
     policy = await case_policy(session, case)
-    if cycle.paused_at is not None and policy is not None:
+    if cycle.paused_at is not None:
         await clock.resume(session, cycle, policy, min(at, now))
     cycle.answered_at = at
     cycle.answered_event_id = via

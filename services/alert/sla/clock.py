@@ -102,11 +102,17 @@ async def pause(session: AsyncSession, cycle: ResponseCycle, now: datetime) -> b
 
 
 async def resume(
-    session: AsyncSession, cycle: ResponseCycle, policy: SlaPolicy, now: datetime
+    session: AsyncSession, cycle: ResponseCycle, policy: SlaPolicy | None, now: datetime
 ) -> bool:
-    """Start the clock again; the paused (counted) time moves every pending stage."""
+    """Start the clock again; the paused (counted) time moves every pending stage.
+
+    Without a policy there are no stages, but the cycle still stops being paused.
+    """
     if cycle.paused_at is None:
         return False
+    if policy is None:
+        cycle.paused_at = None
+        return True
     cycle.paused_seconds += seconds_between(_calendar(cycle, policy), cycle.paused_at, now)
     cycle.paused_at = None
     await reschedule(session, cycle, policy)

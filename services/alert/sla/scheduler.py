@@ -97,8 +97,9 @@ async def _fire(
     if family == "snooze_end":
         policy = await case_policy(session, case)
         case.snoozed_until = None
-        if policy is not None:
-            await clock.resume(session, cycle, policy, now)
+        if not case.waiting_on_customer:  # still waiting: the customer's post resumes it
+            # The snooze ends at its ``until``, even when the scheduler gets to it later.
+            await clock.resume(session, cycle, policy, min(deadline.due_at, now))
         record(session, case.id, "snooze_ended", now)
         return
 
@@ -106,7 +107,7 @@ async def _fire(
     channels = await _team_channels(session, case, delivery)
     if family == "breach":
         cycle.breached = True
-        await _start_escalation(session, case, cycle, now)
+        await _start_escalation(session, case, cycle, now, breach_at=deadline.due_at)
     elif family == "escalation":
         step_no = int(deadline.stage.split(":", 1)[1])
         step = (case.escalation or {}).get("steps", [])[step_no - 1]
@@ -138,9 +139,13 @@ async def _recipients(session: AsyncSession, case: Case, target: str) -> list[di
 
 
 async def _start_escalation(
-    session: AsyncSession, case: Case, cycle: ResponseCycle, now: datetime
+    session: AsyncSession, case: Case, cycle: ResponseCycle, now: datetime, *, breach_at: datetime
 ) -> None:
-    """Freeze the policy's chain on the case; later policy edits don't change it."""
+    """Freeze the policy's chain on the case; later policy edits don't change it.
+
+    Step 1 is due ``after_seconds`` after the breach's own time (not after the moment the
+    scheduler got to it, which may be later after a restart), each next step after the last.
+    """
     policy = await case_policy(session, case)
     if policy is None or not policy.escalation or case.acknowledged_at is not None:
         return
@@ -152,7 +157,7 @@ async def _start_escalation(
         "started_at": now.isoformat(),
         "steps": steps,
     }
-    at = now
+    at = breach_at
     for n, step in enumerate(steps, start=1):
         at = at + timedelta(seconds=step["after_seconds"])
         session.add(

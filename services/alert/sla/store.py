@@ -10,6 +10,7 @@ from datetime import datetime
 from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from services.alert.routing._db import advisory_lock
 from services.alert.sla.policies import SlaPolicy
 from shared.db.models import SlaPolicyVersion
 
@@ -22,6 +23,9 @@ async def save_policy(
     session: AsyncSession, policy: SlaPolicy, now: datetime, position: int | None = None
 ) -> SlaPolicyVersion:
     """Store ``policy`` as its name's new active version, unless it equals the active one."""
+    # Replicas starting together (or two admin edits) would otherwise both read the same
+    # last version and insert the same (name, version): one of them dies on the unique key.
+    await advisory_lock(session, "thirdring:policy-versions")
     active = await session.scalar(
         select(SlaPolicyVersion).where(
             SlaPolicyVersion.name == policy.name, SlaPolicyVersion.active.is_(True)
