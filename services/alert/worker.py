@@ -18,6 +18,7 @@ from services.alert.cases.service import CaseSettings, apply_scored
 from services.alert.config import alerting_config
 from services.alert.notify.outbox import OutboxDispatcher
 from services.alert.notify.registry import build_notifiers
+from services.alert.routing.housekeeping import housekeeping
 from services.alert.routing.sync import sync_teams_and_rules
 from services.alert.sla.scheduler import Delivery, fire_due
 from services.alert.sla.store import sync_policies
@@ -29,6 +30,9 @@ from shared.kafka import ConsumerLoop, Item, ensure_topics, make_producer
 from shared.lifecycle import every, supervise
 
 log = logging.getLogger(__name__)
+
+# Queued cases wait at most this long after their team comes on duty.
+HOUSEKEEPING_INTERVAL = 30.0
 
 
 def case_handler(
@@ -99,6 +103,15 @@ async def run_alert(settings: Settings, stop: asyncio.Event, *, serve_api: bool 
         asyncio.create_task(
             every(settings.outbox_interval, stop, "outbox", dispatcher.dispatch_due),
             name="alert-outbox",
+        ),
+        asyncio.create_task(
+            every(
+                HOUSEKEEPING_INTERVAL,
+                stop,
+                "housekeeping",
+                lambda: housekeeping(sessions, config.incidents),
+            ),
+            name="alert-housekeeping",
         ),
     ]
     if serve_api:

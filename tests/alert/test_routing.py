@@ -14,7 +14,13 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from services.alert.cases.timeline import timeline
 from services.alert.config import AlertingConfig, IncidentSettings
-from services.alert.routing.assignment import assign, on_duty, reassign_if_idle, reassign_to
+from services.alert.routing.assignment import (
+    assign,
+    assign_queued,
+    on_duty,
+    reassign_if_idle,
+    reassign_to,
+)
 from services.alert.routing.incidents import close_quiet_incidents, link_incident
 from services.alert.routing.rules import route
 from services.alert.routing.sync import sync_teams_and_rules
@@ -220,6 +226,18 @@ async def test_off_hours_team_queues_the_case(engine: AsyncEngine) -> None:
             ("queued", {"team": "care", "reason": "outside working hours"})
         ]
         assert [m.handle for m in await on_duty(s, team, T0)] == ["ann"]
+
+
+async def test_queued_case_is_assigned_when_the_team_comes_on_duty(engine: AsyncEngine) -> None:
+    async with make_sessionmaker(engine)() as s, s.begin():
+        team = (await _sync(s, _team("care", "ann", calendar="office")))["care"]
+        evening = datetime(2026, 11, 2, 18, 0, tzinfo=UTC)
+        case = await _case(s, at=evening)
+        await assign(s, case, team, evening)
+        assert await assign_queued(s, evening + timedelta(hours=1)) == 0  # still closed
+        morning = datetime(2026, 11, 9, 9, 30, tzinfo=UTC)  # next Monday
+        assert await assign_queued(s, morning) == 1
+        assert case.assignee_id is not None and case.assigned_at == morning
 
 
 async def test_lead_is_on_duty_manager_is_not(engine: AsyncEngine) -> None:

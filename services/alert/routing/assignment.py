@@ -234,3 +234,25 @@ async def reassign_to(
         **{"from": current.handle if current else None, "to": member.handle, "reason": "manual"},
     )
     return member
+
+
+async def assign_queued(session: AsyncSession, now: datetime, limit: int = 100) -> int:
+    """Give waiting cases (a team, no assignee) to members who came on duty since.
+
+    Oldest cases first; returns how many found an assignee.
+    """
+    stmt = (
+        select(Case)
+        .where(Case.status == "open", Case.team_id.is_not(None), Case.assignee_id.is_(None))
+        .order_by(Case.opened_at, Case.id)
+        .limit(limit)
+    )
+    if is_postgres(session):
+        stmt = stmt.with_for_update(skip_locked=True)
+    assigned = 0
+    for case in list(await session.scalars(stmt)):
+        team = await session.get(Team, case.team_id)
+        if team is None or not await on_duty(session, team, now):
+            continue
+        assigned += await assign(session, case, team, now) is not None
+    return assigned
