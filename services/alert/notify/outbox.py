@@ -1,8 +1,9 @@
 """Reliable delivery from the outbox table.
 
 A message is sent until the target accepts it, with exponential backoff and jitter, up to a
-retry budget (then it is marked dead and logged). Per case, messages go out in the order
-they were created: a later alert waits while an earlier one of the same case is pending.
+retry budget (then it is marked dead and logged). Per case and channel, messages go out in
+the order they were created: a later alert waits while an earlier one of the same case is
+pending on that channel; a failing channel does not hold back the others.
 
 Rows are claimed in a short transaction (a lease in ``claimed_until``; FOR UPDATE SKIP LOCKED
 on PostgreSQL so replicas never claim the same row), sent outside any transaction, and the
@@ -58,6 +59,7 @@ class OutboxDispatcher:
         blocked = exists().where(
             and_(
                 earlier.case_id == OutboxMessage.case_id,
+                earlier.channel == OutboxMessage.channel,
                 earlier.status == "pending",
                 earlier.id < OutboxMessage.id,
             )
