@@ -210,6 +210,8 @@ class OutboxMessage(Base):
     __table_args__ = (
         UniqueConstraint("cycle_id", "stage", "channel"),
         Index("ix_outbox_status_next_attempt_at", "status", "next_attempt_at"),
+        # The dispatcher's "an earlier message of this case and channel is pending" check.
+        Index("ix_outbox_case_id_channel_status_id", "case_id", "channel", "status", "id"),
     )
 
 
