@@ -93,12 +93,8 @@ async def api(engine: AsyncEngine) -> AsyncIterator[Api]:
         async with asyncio.timeout(10):
             while not server.started:  # noqa: ASYNC110 (uvicorn offers only a flag)
                 await asyncio.sleep(0.01)
-        # A fresh connection per request: on a kept-alive one every response stalls ~40 ms
-        # (shared.http.bind makes a socket with proto 0, so asyncio never sets TCP_NODELAY
-        # and Nagle meets the client's delayed ACK), which would triple this file's time.
-        fresh = httpx.Limits(max_keepalive_connections=0)
         base = f"http://127.0.0.1:{port}"
-        async with httpx.AsyncClient(base_url=base, timeout=10, limits=fresh) as c:
+        async with httpx.AsyncClient(base_url=base, timeout=10) as c:
             yield Api(
                 c,
                 sessions,
@@ -411,3 +407,33 @@ async def test_stats_needs_a_viewer_and_a_sane_range(api: Api) -> None:
     assert backwards.status_code == 422 and "since" in backwards.json()["detail"]
     naive = await api.client.get(stats, params={"since": "2026-11-01T10:00:00"}, headers=api.viewer)
     assert naive.status_code == 422 and "since" in naive.json()["detail"]
+
+
+async def test_admin_teams_and_routing(api: Api) -> None:
+    team = {
+        "name": "night",
+        "capacity": 3,
+        "calendar": {"name": "n", "timezone": "UTC", "windows": {"mon": ["00:00-08:00"]}},
+        "members": [{"handle": "owl", "role": "agent"}, {"handle": "bat", "role": "lead"}],
+    }
+    put = await api.client.put("/api/v1/admin/teams/night", json=team, headers=api.admin)
+    assert put.status_code == 200, put.text
+    assert [m["handle"] for m in put.json()["members"]] == ["owl", "bat"]
+    named = {**team, "calendar": "office"}
+    bad = await api.client.put("/api/v1/admin/teams/night", json=named, headers=api.admin)
+    assert bad.status_code == 422 and "inline" in bad.text
+    weak = await api.client.put("/api/v1/admin/teams/night", json=team, headers=api.agent)
+    assert weak.status_code == 403
+
+    rules = [
+        {"name": "estonian", "when": {"language": ["et"]}, "team": "night"},
+        {"name": "rest", "team": "care"},
+    ]
+    put = await api.client.put("/api/v1/admin/routing", json=rules, headers=api.admin)
+    assert put.status_code == 200, put.text
+    assert [(r["name"], r["team"]) for r in put.json()] == [("estonian", "night"), ("rest", "care")]
+    ghost = [{"name": "x", "team": "ghosts"}]
+    bad = await api.client.put("/api/v1/admin/routing", json=ghost, headers=api.admin)
+    assert bad.status_code == 422 and "ghosts" in bad.text
+    got = await api.client.get("/api/v1/admin/routing", headers=api.admin)
+    assert [r["name"] for r in got.json()] == ["estonian", "rest"]  # the bad PUT changed nothing

@@ -1,4 +1,4 @@
-"""Admin API: SLA policies (versioned) and teams. Needs the admin role.
+"""Admin API: SLA policies (versioned), teams and routing rules. Needs the admin role.
 
 A policy edit stores a new version; open cases keep the version they started with. Note that
 a configured alerting file is re-applied at start (it is the source of truth when given).
@@ -14,9 +14,11 @@ from pydantic import BaseModel
 from sqlalchemy import select
 
 from services.alert.access import Principal, require
+from services.alert.config import RoutingRuleSpec, TeamSpec
+from services.alert.routing.sync import put_rules, put_team
 from services.alert.sla.policies import SlaPolicy
 from services.alert.sla.store import save_policy
-from shared.db.models import SlaPolicyVersion, Team, TeamMember
+from shared.db.models import RoutingRule, SlaPolicyVersion, Team, TeamMember
 from shared.events import utcnow
 
 router = APIRouter(prefix="/api/v1/admin", tags=["admin"])
@@ -100,3 +102,42 @@ async def list_teams(request: Request, _: Admin) -> list[TeamView]:
                 )
             )
         return out
+
+
+@router.put("/teams/{name}")
+async def put_team_route(request: Request, name: str, spec: TeamSpec, _: Admin) -> TeamView:
+    """Create or replace a team and its members (members left out are deactivated)."""
+    if spec.name != name:
+        raise HTTPException(422, detail=f"body name {spec.name!r} does not match path {name!r}")
+    try:
+        async with request.app.state.sessions() as session, session.begin():
+            await put_team(session, spec, utcnow())
+    except ValueError as exc:
+        raise HTTPException(422, detail=str(exc)) from None
+    return next(t for t in await list_teams(request, _) if t.name == name)
+
+
+class RuleView(BaseModel):
+    name: str
+    team: str
+    when: dict[str, Any]
+
+
+@router.get("/routing")
+async def get_routing(request: Request, _: Admin) -> list[RuleView]:
+    async with request.app.state.sessions() as session:
+        rows = await session.execute(
+            select(RoutingRule, Team).join(Team).order_by(RoutingRule.position)
+        )
+        return [RuleView(name=r.name, team=t.name, when=r.conditions) for r, t in rows]
+
+
+@router.put("/routing")
+async def put_routing(request: Request, rules: list[RoutingRuleSpec], _: Admin) -> list[RuleView]:
+    """Replace the routing rules, in order (the first match wins)."""
+    try:
+        async with request.app.state.sessions() as session, session.begin():
+            await put_rules(session, rules)
+    except ValueError as exc:
+        raise HTTPException(422, detail=str(exc)) from None
+    return await get_routing(request, _)
