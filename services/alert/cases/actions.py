@@ -14,6 +14,7 @@ from services.alert.cases.service import answer, case_policy, current_cycle
 from services.alert.cases.timeline import record
 from services.alert.routing.assignment import reassign_to
 from services.alert.sla import clock
+from shared.db.locks import is_postgres
 from shared.db.models import Case, Deadline
 
 
@@ -27,7 +28,7 @@ class CaseConflict(ValueError):
 
 async def load_case(session: AsyncSession, case_id: int, *, lock: bool = True) -> Case:
     stmt = select(Case).where(Case.id == case_id)
-    if lock and session.get_bind().dialect.name == "postgresql":
+    if lock and is_postgres(session):
         stmt = stmt.with_for_update()
     case = await session.scalar(stmt)
     if case is None:

@@ -23,6 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.orm import aliased
 
 from services.alert.notify.base import DeliveryError, Notifier
+from shared.db.locks import is_postgres
 from shared.db.models import OutboxMessage
 from shared.events import utcnow
 
@@ -76,7 +77,7 @@ class OutboxDispatcher:
             .limit(self.batch)
         )
         async with self.sessions() as session, session.begin():
-            if session.get_bind().dialect.name == "postgresql":
+            if is_postgres(session):
                 stmt = stmt.with_for_update(skip_locked=True, of=OutboxMessage)
             rows = list((await session.scalars(stmt)).all())
             for row in rows:

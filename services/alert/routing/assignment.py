@@ -14,8 +14,8 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.alert.cases.timeline import SYSTEM, record
-from services.alert.routing._db import is_postgres
 from services.alert.sla.calendars import Calendar
+from shared.db.locks import is_postgres
 from shared.db.models import Case, Deadline, ResponseCycle, Team, TeamMember
 
 ASSIGNABLE_ROLES = ("agent", "lead")

@@ -13,8 +13,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.alert.cases.timeline import record
 from services.alert.config import IncidentSettings
-from services.alert.routing._db import advisory_lock
 from services.alert.sla.policies import Facts
+from shared.db.locks import advisory_lock
 from shared.db.models import Case, Incident
 
 

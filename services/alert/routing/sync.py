@@ -13,8 +13,8 @@ from sqlalchemy import delete, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.alert.config import AlertingConfig, MemberSpec, RoutingRuleSpec, TeamSpec
-from services.alert.routing._db import advisory_lock
 from services.alert.sla.calendars import Calendar
+from shared.db.locks import advisory_lock
 from shared.db.models import RoutingRule, Team, TeamMember
 
 

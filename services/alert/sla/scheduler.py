@@ -26,6 +26,7 @@ from services.alert.cases.timeline import record
 from services.alert.notify.payload import alert_payload
 from services.alert.routing.assignment import reassign_if_idle
 from services.alert.sla import clock
+from shared.db.locks import is_postgres
 from shared.db.models import (
     Case,
     Deadline,
@@ -69,7 +70,7 @@ async def fire_due(
         .limit(batch)
     )
     async with sessions() as session, session.begin():
-        if session.get_bind().dialect.name == "postgresql":
+        if is_postgres(session):
             stmt = stmt.with_for_update(skip_locked=True)
         due = list((await session.scalars(stmt)).all())
         for deadline in due:

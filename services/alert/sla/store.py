@@ -10,8 +10,8 @@ from datetime import datetime
 from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from services.alert.routing._db import advisory_lock
 from services.alert.sla.policies import SlaPolicy
+from shared.db.locks import advisory_lock
 from shared.db.models import SlaPolicyVersion
 
 

@@ -1,4 +1,4 @@
-"""Small database helpers shared by the routing modules."""
+"""Row-independent locking that works on both databases (replicas, concurrent admins)."""
 
 from __future__ import annotations
 
