@@ -105,10 +105,27 @@ class Complaint(BaseModel):
     score: float = Field(ge=0.0, le=1.0)
 
 
+class Contribution(BaseModel):
+    """How much one signal moved the urgency score (they add up to the score)."""
+
+    reason: str
+    weight: float
+
+
 class Urgency(BaseModel):
     score: float = Field(ge=0.0, le=1.0)
     level: Priority
+    # Short machine-readable reasons ("intent:refund", "vip customer"); alert parses intents.
     reasons: list[str] = Field(default_factory=list)
+    contributions: list[Contribution] = Field(default_factory=list)
+
+
+class Severity(BaseModel):
+    """Complaint severity: 0 = no complaint, 1..4 rising (reproach, disapproval,
+    accusation, blame)."""
+
+    level: int = Field(ge=0, le=4)
+    probs: dict[str, float] = Field(default_factory=dict)
 
 
 class Scores(BaseModel):
@@ -118,6 +135,7 @@ class Scores(BaseModel):
     sentiment: Sentiment
     complaint: Complaint
     urgency: Urgency
+    severity: Severity | None = None
     model_version: str
 
 
