@@ -48,6 +48,10 @@ def _settings() -> Settings:
             from services.alert.config import load_alerting
 
             load_alerting(settings.alerting_file)
+        if settings.listening_file is not None:
+            from services.ingest.listening import load_listening
+
+            load_listening(settings.listening_file)
     except ValueError as exc:  # pydantic's ValidationError is a ValueError
         console.print(f"[red]configuration error:[/] {exc}")
         raise typer.Exit(2) from None
@@ -215,6 +219,41 @@ def model_train(
     train_heads(data, out or DEFAULT_HEADS_DIR, limit=limit)
 
 
+@model_app.command("evaluate")
+def model_evaluate(
+    data: Annotated[
+        Path, typer.Option(help="Labelled data: split text/label files, CSV, JSONL (see docs)")
+    ],
+    heads: Annotated[
+        Path | None, typer.Option(help="Heads to evaluate (default: the committed ones)")
+    ] = None,
+    json_path: Annotated[
+        Path | None, typer.Option("--json", help="Also write the full report as JSON")
+    ] = None,
+    include_train: Annotated[
+        bool, typer.Option(help="Also evaluate train splits (flagged as seen in training)")
+    ] = False,
+) -> None:
+    """Macro-F1 per language and task and confusion matrices, through the served classifier."""
+    import json
+
+    from services.classify.model.evaluate import evaluate, render
+    from services.classify.scoring import Classifier
+
+    settings = _settings()
+    classifier = Classifier.load(settings.model_dir, heads, settings.classify_threads)
+    try:
+        report = evaluate(data, classifier, include_train=include_train)
+    except (FileNotFoundError, ValueError) as exc:
+        console.print(f"[red]{exc}[/]")
+        raise typer.Exit(2) from None
+    render(report, Console())
+    if json_path is not None:
+        json_path.parent.mkdir(parents=True, exist_ok=True)
+        json_path.write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n")
+        console.print(f"report written to {json_path}")
+
+
 @app.command("classify")
 def classify(
     input: Annotated[str, typer.Option("--input", "-i", help="JSONL with id and text; - = stdin")],
@@ -336,6 +375,64 @@ def up(
     _run_until_signal(
         lambda stop: run_all(settings, stop, demo=demo, durable=durable, console=console)
     )
+
+
+# --- sources: the polled connectors of the listening file (services/ingest/commands.py) ---
+
+sources_app = typer.Typer(
+    help="Polled sources of the listening file: list, check, backfill.", no_args_is_help=True
+)
+app.add_typer(sources_app, name="sources")
+ListeningFileOption = Annotated[
+    Path | None,
+    typer.Option("--file", "-f", help="Listening file (default: THIRDRING_LISTENING_FILE)"),
+]
+SourceNames = Annotated[
+    list[str] | None, typer.Argument(help="Source names (default: every enabled source)")
+]
+
+
+def _sources_settings() -> Settings:
+    try:
+        settings = get_settings()
+    except ValueError as exc:  # pydantic's ValidationError is a ValueError
+        console.print(f"[red]configuration error:[/] {exc}", highlight=False)
+        raise typer.Exit(2) from None
+    setup_logging(settings.log_level, settings.log_format)
+    return settings
+
+
+@sources_app.command("list")
+def sources_list(file: ListeningFileOption = None) -> None:
+    """The configured sources with their cursors and last polls (from the database)."""
+    from services.ingest.commands import list_sources, run
+
+    settings = _sources_settings()
+    raise typer.Exit(run(list_sources(settings, file, Console())))
+
+
+@sources_app.command("check")
+def sources_check(names: SourceNames = None, file: ListeningFileOption = None) -> None:
+    """Poll each source once and print what it would ingest (nothing published or saved)."""
+    from services.ingest.commands import check_sources, run
+
+    settings = _sources_settings()
+    raise typer.Exit(run(check_sources(settings, file, names, Console())))
+
+
+@sources_app.command("backfill")
+def sources_backfill(
+    names: SourceNames = None,
+    limit: Annotated[int, typer.Option(min=1, help="Items per feed, newest first")] = 100,
+    file: ListeningFileOption = None,
+) -> None:
+    """Publish each source's history back to --limit items per feed (backfill=true)."""
+    from services.ingest.commands import backfill_sources, run
+
+    settings = _sources_settings()
+    _require_broker(settings)
+    _require_schema(settings)
+    raise typer.Exit(run(backfill_sources(settings, file, names, limit)))
 
 
 def main() -> None:

@@ -40,6 +40,7 @@ class Settings(BaseSettings):
     ingest_port: int = 8001
     classify_host: str = "127.0.0.1"
     classify_port: int = 8002  # health only
+    metrics_allow: str = "127.0.0.1/32"  # networks that may scrape /metrics without a token
 
     # Secrets: the value itself or a file that holds it (the file wins; for containers).
     webhook_secret: SecretStr | None = None
@@ -50,6 +51,8 @@ class Settings(BaseSettings):
 
     # Alerting: calendars, SLA policies, teams, routing, channels (YAML; see docs/sla.md).
     alerting_file: Path | None = None
+    # Listening: brands, accounts, keywords, VIPs and sources (YAML; see docs/sources.md).
+    listening_file: Path | None = None
     demo: bool = False
 
     # Alert timers: how often the scheduler looks for due deadlines (seconds).

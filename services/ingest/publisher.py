@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from aiokafka import AIOKafkaProducer
 from sqlalchemy import select, text
@@ -31,9 +31,15 @@ CHUNK_SIZE = 500
 class PublishResult:
     published: int = 0
     duplicates: int = 0
+    # The mentions that were new and delivered, as sent (with ingest's ingested_at).
+    mentions: list[RawMention] = field(default_factory=list, repr=False)
 
     def __add__(self, other: PublishResult) -> PublishResult:
-        return PublishResult(self.published + other.published, self.duplicates + other.duplicates)
+        return PublishResult(
+            self.published + other.published,
+            self.duplicates + other.duplicates,
+            self.mentions + other.mentions,
+        )
 
 
 class Publisher:
@@ -80,14 +86,8 @@ class Publisher:
         now = utcnow()
         # ingested_at is ingest's own clock (ingest lag = ingested_at - created_at), whatever
         # the file or the sender claimed.
-        futures = [
-            await self.producer.send(
-                self.topic,
-                m.model_copy(update={"ingested_at": now}).to_bytes(),
-                key=m.key,
-            )
-            for m in new
-        ]
+        new = [m.model_copy(update={"ingested_at": now}) for m in new]
+        futures = [await self.producer.send(self.topic, m.to_bytes(), key=m.key) for m in new]
         outcomes = await asyncio.gather(*futures, return_exceptions=True)
         delivered = [m for m, o in zip(new, outcomes, strict=True) if not isinstance(o, Exception)]
         if delivered:
@@ -96,7 +96,7 @@ class Publisher:
         if failures:
             # Delivered ones are remembered; the rest may be retried by the caller.
             raise PublishError(len(delivered), len(failures), failures[0])
-        return PublishResult(len(delivered), duplicates)
+        return PublishResult(len(delivered), duplicates, delivered)
 
     async def _remember(self, mentions: Sequence[RawMention]) -> None:
         now = utcnow()

@@ -1,8 +1,11 @@
-"""The ingest worker: sources and the webhook publishing to ``mentions.raw``.
+"""The ingest worker: sources, polled connectors and the webhook publishing to
+``mentions.raw``.
 
 Each source runs as its own task; one that raises is logged and restarted with backoff
-while the others go on. Stop order: sources, then the webhook server, then the producer
-(flushed), so nothing accepted is left unsent.
+while the others go on. Polled connectors (``HttpSource``, from the listening file) run in
+a ``Poller`` each, with cursors in the database and health on ``/health`` and ``/metrics``.
+Stop order: sources, then the webhook server, then the producer (flushed), so nothing
+accepted is left unsent.
 """
 
 from __future__ import annotations
@@ -11,11 +14,17 @@ import asyncio
 import contextlib
 import logging
 import random
+from collections.abc import Sequence
 
 import uvicorn
 
+from services.ingest.cursors import CursorStore
+from services.ingest.listening import build_sources, load_listening
+from services.ingest.metrics import observe_lag
+from services.ingest.poller import Poller
 from services.ingest.publisher import Publisher
 from services.ingest.sources.base import Source
+from services.ingest.sources.http import HttpSource
 from services.ingest.sources.webhook import create_ingest_app
 from shared.config import Settings
 from shared.db.engine import make_engine
@@ -52,7 +61,8 @@ async def run_source(
         stream = source.fetch()
         try:
             async for mention in stream:
-                await publisher.publish([mention])
+                result = await publisher.publish([mention])
+                observe_lag(source.name, result.mentions)
                 attempt = 0  # it works again: the next failure starts the backoff afresh
                 if stop.is_set():
                     return
@@ -79,10 +89,20 @@ async def run_ingest(
     sources: list[Source],
     stop: asyncio.Event,
     serve_webhook: bool = True,
+    pollers: Sequence[HttpSource] | None = None,
 ) -> None:
-    """Run until ``stop`` is set. The database must already be migrated."""
+    """Run until ``stop`` is set. The database must already be migrated.
+
+    ``pollers`` None: the enabled sources of ``settings.listening_file`` (if set).
+    """
     if not settings.kafka_bootstrap_servers:
         raise ValueError("kafka_bootstrap_servers is empty: start the broker first")
+    if pollers is None:
+        pollers = (
+            build_sources(load_listening(settings.listening_file))
+            if settings.listening_file is not None
+            else []
+        )
     engine = make_engine(settings.resolved_database_url)
     producer = make_producer(settings.kafka_bootstrap_servers)
     publisher: Publisher | None = None
@@ -92,7 +112,9 @@ async def run_ingest(
         if serve_webhook:
             # Up before Kafka so /healthz answers and /readyz says "not started" meanwhile.
             secret = settings.webhook_secret.get_secret_value() if settings.webhook_secret else None
-            app = create_ingest_app(lambda: publisher, secret)
+            app = create_ingest_app(
+                lambda: publisher, secret, sources=lambda: [p.health for p in pollers]
+            )
             server, sock = make_server(
                 app, settings.ingest_host, settings.ingest_port, "ingest webhook"
             )
@@ -100,7 +122,9 @@ async def run_ingest(
             if secret is None:
                 log.info("ingest webhook disabled: THIRDRING_WEBHOOK_SECRET is not set")
         await ensure_topics(
-            settings.kafka_bootstrap_servers, [settings.topic_raw], settings.partitions
+            settings.kafka_bootstrap_servers,
+            [settings.topic_raw, settings.topic_dlq] if pollers else [settings.topic_raw],
+            settings.partitions,
         )
         await producer.start()
         publisher = Publisher(settings, engine, producer)
@@ -109,10 +133,24 @@ async def run_ingest(
             for s in sources
         ]
         tasks.extend(source_tasks)
-        log.info("ingest running: sources %s", [s.name for s in sources] or "none")
+        cursors = CursorStore(engine)
+        for p in pollers:
+            poller = Poller(
+                p,
+                publisher=publisher,
+                cursors=cursors,
+                dlq_topic=settings.topic_dlq,
+                raw_topic=settings.topic_raw,
+            )
+            tasks.append(asyncio.create_task(poller.run(stop), name=f"poller-{p.name}"))
+        names = [s.name for s in sources] + [p.name for p in pollers]
+        log.info("ingest running: sources %s", names or "none")
         await stop.wait()
     finally:
         await _shutdown(tasks, server)
+        for p in pollers:
+            with contextlib.suppress(Exception):
+                await p.aclose()
         publisher = None
         with contextlib.suppress(Exception):
             await producer.flush()

@@ -156,6 +156,8 @@ class ResponseCycle(Base):
     __table_args__ = (
         UniqueConstraint("case_id", "seq"),
         Index("ix_response_cycles_started_at", "started_at"),
+        # Stats read first (or next) responses by start time.
+        Index("ix_response_cycles_kind_started_at", "kind", "started_at"),
     )
 
 
@@ -319,3 +321,20 @@ class ApiToken(Base):
     created_at: Mapped[datetime]
     revoked_at: Mapped[datetime | None]
     last_used_at: Mapped[datetime | None]
+
+
+class SourceCursor(Base):
+    """Where each polled source stopped (per feed), and how its last polls went.
+
+    The cursor is saved only after the page it follows was published, so a restart repeats
+    at most that page (and the publisher's event-id dedupe drops the repeats).
+    """
+
+    __tablename__ = "source_cursors"
+
+    source: Mapped[str] = mapped_column(String(64), primary_key=True)
+    cursor: Mapped[dict[str, Any]] = mapped_column(JSON)
+    updated_at: Mapped[datetime]
+    last_ok_at: Mapped[datetime | None]
+    last_error: Mapped[str | None] = mapped_column(Text)
+    consecutive_failures: Mapped[int] = mapped_column(Integer, default=0)

@@ -82,3 +82,13 @@ def at_least(n: int) -> Callable[[list[ConsumerRecord]], bool]:
 
 def ts(value: str) -> datetime:
     return datetime.fromisoformat(value).astimezone(UTC)
+
+
+async def consume_topic(
+    settings: Settings,
+    topic: str,
+    until: Callable[[list[ConsumerRecord]], bool],
+    wait_s: float = 20.0,
+) -> list[ConsumerRecord]:
+    """Like ``consume``, for another topic (the dead-letter topic)."""
+    return await consume(settings.model_copy(update={"topic_raw": topic}), until, wait_s)

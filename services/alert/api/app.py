@@ -6,20 +6,13 @@ Routers stay thin; the logic lives in cases/ and stats/.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from datetime import datetime, timedelta
-from typing import Annotated
 
-from fastapi import Depends, FastAPI, HTTPException, Query
+from fastapi import FastAPI
 from fastapi.responses import JSONResponse
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from services.alert.access import Principal, require
-from services.alert.api import admin, cases
-from services.alert.stats.service import ResponseTimeStats, response_times
-from shared.events import utcnow
-
-MAX_RANGE = timedelta(days=366)
+from services.alert.api import admin, cases, stats
 
 
 def create_api_app(
@@ -37,6 +30,7 @@ def create_api_app(
     app.state.sessions = sessions  # read by the token guard and the routers
     app.include_router(cases.router)
     app.include_router(admin.router)
+    app.include_router(stats.router)
 
     @app.get("/healthz", tags=["health"])
     async def healthz() -> dict[str, str]:
@@ -55,29 +49,4 @@ def create_api_app(
         ok = all(checks.values())
         return JSONResponse({"ready": ok, "checks": checks}, status_code=200 if ok else 503)
 
-    @app.get("/api/v1/stats/response-times", tags=["stats"])
-    async def stats_response_times(
-        _: Annotated[Principal, Depends(require("viewer"))],
-        since: Annotated[
-            datetime | None, Query(description="Start (ISO 8601); default: 7 days before until")
-        ] = None,
-        until: Annotated[datetime | None, Query(description="End (ISO 8601); default: now")] = None,
-    ) -> ResponseTimeStats:
-        """First-response figures for the cases whose clock started in [since, until)."""
-        now = utcnow()
-        until = _aware(until, "until") if until else now
-        since = _aware(since, "since") if since else until - timedelta(days=7)
-        if since >= until:
-            raise HTTPException(422, detail="since must be before until")
-        if until - since > MAX_RANGE:
-            raise HTTPException(422, detail=f"range too large: at most {MAX_RANGE.days} days")
-        async with sessions() as session:
-            return await response_times(session, since, until, now)
-
     return app
-
-
-def _aware(value: datetime, name: str) -> datetime:
-    if value.tzinfo is None:
-        raise HTTPException(422, detail=f"{name} must include a time zone, e.g. 2026-11-27T10:00Z")
-    return value

@@ -1,77 +1,512 @@
-"""Response-time statistics over first-response cycles started in a time range."""
+"""Response-time statistics over the response cycles that started in a time range.
+
+Two ways to the same numbers:
+
+- **in the database** (PostgreSQL, wall clock): one ``GROUP BY`` with
+  ``percentile_cont(ARRAY[...]) WITHIN GROUP (ORDER BY ...)``, counts with ``FILTER``;
+- **in Python** (SQLite, and the business clock everywhere, since it needs the policy's
+  calendar): the cycles of the range are fetched with their group keys, and each group's
+  sorted values are interpolated exactly like percentile_cont.
+
+The rules are the same in both: a cycle with a target **breaches** when its breach fired,
+when it was answered after its deadline, or when it still waits (unpaused) past the
+deadline; it is **decided** when answered or breached; ``within_target_ratio`` is
+(decided - breaches) / decided. Ingest lag is the opening post's ``ingested_at -
+created_at``. Time keys (day, week, hour_of_week, intervals) are local times in ``tz``.
+"""
 
 from __future__ import annotations
 
-from datetime import datetime
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+from zoneinfo import ZoneInfo
 
-from pydantic import BaseModel
-from sqlalchemy import Row, select
+from sqlalchemy import (
+    ColumnElement,
+    DateTime,
+    Float,
+    Integer,
+    Select,
+    and_,
+    cast,
+    extract,
+    false,
+    func,
+    literal,
+    or_,
+    select,
+    type_coerce,
+)
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from services.alert.stats.percentiles import percentile_cont
-from shared.db.models import ResponseCycle
+from services.alert.sla.calendars import Calendar, seconds_between
+from services.alert.sla.store import policy_by_id
+from services.alert.stats.percentiles import FRACTIONS, summary
+from services.alert.stats.query import (
+    COMPLAINT_THRESHOLD,
+    TIME_FIELDS,
+    KeyValue,
+    StatsQuery,
+    aware,
+    bucket_starts,
+    local_naive,
+    time_key,
+    truncate,
+)
+from services.alert.stats.schemas import (
+    Figures,
+    Group,
+    Percentiles,
+    Point,
+    ResponseTimesReport,
+    Timeseries,
+)
+from shared.db.models import Case, Mention, ResponseCycle, Team, TeamMember
+
+BUCKET = "_bucket"  # the timeseries' interval, an internal group key
+Key = tuple[KeyValue | datetime, ...]
+
+RC = ResponseCycle
 
 
-class Percentiles(BaseModel):
-    p50: float | None
-    p90: float | None
-    p95: float | None
-    mean: float | None
+# ----- the columns every field reads -------------------------------------------------------
 
 
-class ResponseTimeStats(BaseModel):
-    since: datetime
-    until: datetime
-    cases: int
-    answered: int
-    unanswered: int
-    first_response_seconds: Percentiles
-    within_target_ratio: float | None
-    breaches: int
+def text_column(name: str) -> ColumnElement[Any]:
+    return {
+        "source": Case.source,
+        "brand": Case.brand,
+        "team": Team.name,
+        "assignee": TeamMember.handle,
+        "priority": RC.priority,
+        "language": Case.language,
+        "sentiment": Mention.sentiment,
+    }[name]
+
+
+def complaint_key(score: float | None) -> bool | None:
+    return None if score is None else score >= COMPLAINT_THRESHOLD
+
+
+def filter_clause(name: str, values: Sequence[KeyValue]) -> ColumnElement[bool]:
+    """SQL for ``name IN values`` (any field but the time ones)."""
+    if name == "complaint":
+        score = Mention.complaint_score
+        parts = [score >= COMPLAINT_THRESHOLD if v else score < COMPLAINT_THRESHOLD for v in values]
+        return or_(*parts) if parts else false()
+    return text_column(name).in_(list(values))
+
+
+def joined(stmt: Select[Any]) -> Select[Any]:
+    """Cycles with their case, opening post, team and assignee."""
+    return (
+        stmt.select_from(RC)
+        .join(Case, Case.id == RC.case_id)
+        .outerjoin(Mention, Mention.event_id == RC.started_event_id)
+        .outerjoin(Team, Team.id == Case.team_id)
+        .outerjoin(TeamMember, TeamMember.id == Case.assignee_id)
+    )
+
+
+def scope(stmt: Select[Any], query: StatsQuery, *, time_filters_in_sql: bool) -> Select[Any]:
+    stmt = joined(stmt).where(
+        RC.kind == query.kind, RC.started_at >= query.since, RC.started_at < query.until
+    )
+    for name, values in query.filters.items():
+        if name in TIME_FIELDS:
+            if time_filters_in_sql:
+                stmt = stmt.where(pg_time_key(name, query.tz).in_(list(values)))
+        else:
+            stmt = stmt.where(filter_clause(name, values))
+    return stmt
+
+
+def breach_clause(now: datetime) -> ColumnElement[bool]:
+    return and_(
+        RC.target_seconds.is_not(None),
+        or_(
+            RC.breached.is_(True),
+            and_(RC.answered_at.is_not(None), RC.due_at.is_not(None), RC.answered_at > RC.due_at),
+            and_(
+                RC.answered_at.is_(None),
+                RC.paused_at.is_(None),
+                RC.due_at.is_not(None),
+                RC.due_at <= now,
+            ),
+        ),
+    )
+
+
+def is_breach(
+    target: float | None,
+    breached: bool,
+    answered_at: datetime | None,
+    due_at: datetime | None,
+    paused_at: datetime | None,
+    now: datetime,
+) -> bool:
+    """The Python twin of ``breach_clause``."""
+    if target is None:
+        return False
+    if breached:
+        return True
+    if due_at is None:
+        return False
+    if answered_at is not None:
+        return answered_at > due_at
+    return paused_at is None and due_at <= now
+
+
+# ----- PostgreSQL: time keys and aggregates in SQL -----------------------------------------
+
+
+def _pg_local(tz: str) -> ColumnElement[Any]:
+    return func.timezone(tz, RC.started_at)  # started_at AT TIME ZONE tz: local, naive
+
+
+def pg_time_key(name: str, tz: str) -> ColumnElement[Any]:
+    local = _pg_local(tz)
+    if name == "day":
+        return func.to_char(local, "YYYY-MM-DD")
+    if name == "week":
+        return func.to_char(func.date_trunc("week", local), "YYYY-MM-DD")
+    if name == "hour_of_week":
+        return cast((extract("isodow", local) - 1) * 24 + extract("hour", local), Integer)
+    raise KeyError(name)
+
+
+def pg_key_column(name: str, query: StatsQuery, interval: str | None) -> ColumnElement[Any]:
+    if name == BUCKET:
+        assert interval is not None
+        return type_coerce(func.date_trunc(interval, _pg_local(query.tz)), DateTime())
+    if name in TIME_FIELDS:
+        return pg_time_key(name, query.tz)
+    if name == "complaint":
+        return Mention.complaint_score >= COMPLAINT_THRESHOLD
+    return text_column(name)
+
+
+def _pct(expr: ColumnElement[Any]) -> ColumnElement[Any]:
+    fractions = literal(list(FRACTIONS), ARRAY(Float))
+    return type_coerce(func.percentile_cont(fractions).within_group(expr), ARRAY(Float))
+
+
+def _lag_sql() -> ColumnElement[Any]:
+    return cast(extract("epoch", Mention.ingested_at - Mention.created_at), Float)
+
+
+def _aggregates(now: datetime) -> list[ColumnElement[Any]]:
+    breach = breach_clause(now)
+    has_target = RC.target_seconds.is_not(None)
+    decided = and_(has_target, or_(RC.answered_at.is_not(None), breach))
+    return [
+        func.count(func.distinct(RC.case_id)).label("cases"),
+        func.count().label("cycles"),
+        func.count(RC.answered_at).label("answered"),
+        _pct(RC.response_seconds).label("rt_pct"),
+        func.avg(RC.response_seconds).label("rt_mean"),
+        func.count().filter(has_target).label("with_target"),
+        func.count().filter(decided).label("decided"),
+        func.count().filter(breach).label("breaches"),
+        _pct(_lag_sql()).label("lag_pct"),
+        func.avg(_lag_sql()).label("lag_mean"),
+    ]
+
+
+def _pcts(values: list[float] | None, mean: float | None) -> Percentiles:
+    values = values or [None] * len(FRACTIONS)  # type: ignore[list-item]
+    named = {f"p{round(f * 100)}": v for f, v in zip(FRACTIONS, values, strict=True)}
+    return Percentiles(**named, mean=None if mean is None else float(mean))
+
+
+def _figures_from_sql(row: Any) -> Figures:
+    breaches, decided = row.breaches, row.decided
+    return Figures(
+        cases=row.cases,
+        cycles=row.cycles,
+        answered=row.answered,
+        unanswered=row.cycles - row.answered,
+        response_seconds=_pcts(row.rt_pct, row.rt_mean),
+        with_target=row.with_target,
+        decided=decided,
+        within_target=decided - breaches,
+        within_target_ratio=(decided - breaches) / decided if decided else None,
+        breaches=breaches,
+        ingest_lag_seconds=_pcts(row.lag_pct, row.lag_mean),
+    )
+
+
+async def _in_database(
+    session: AsyncSession,
+    query: StatsQuery,
+    now: datetime,
+    fields: Sequence[str],
+    interval: str | None,
+) -> tuple[Figures, dict[Key, Figures]]:
+    names = [*fields, BUCKET] if interval else list(fields)
+    aggregates = _aggregates(now)
+    total_row = (
+        await session.execute(scope(select(*aggregates), query, time_filters_in_sql=True))
+    ).one()
+    groups: dict[Key, Figures] = {}
+    if names:
+        columns = [pg_key_column(n, query, interval).label(f"k{i}") for i, n in enumerate(names)]
+        stmt = scope(select(*columns, *aggregates), query, time_filters_in_sql=True)
+        stmt = stmt.group_by(*[c.element for c in columns])  # type: ignore[attr-defined]
+        for row in (await session.execute(stmt)).all():
+            groups[tuple(row[: len(columns)])] = _figures_from_sql(row)
+    return _figures_from_sql(total_row), groups
+
+
+# ----- Python: the same figures from the cycles themselves ----------------------------------
+
+
+@dataclass(frozen=True)
+class _Cycle:
+    case_id: int
+    value: float | None  # the response time on the requested clock; None while unanswered
+    answered: bool
+    with_target: bool
+    breach: bool
+    lag: float | None
+
+
+def figures(cycles: Iterable[_Cycle]) -> Figures:
+    cycles = list(cycles)
+    values = [c.value for c in cycles if c.value is not None]
+    lags = [c.lag for c in cycles if c.lag is not None]
+    answered = sum(c.answered for c in cycles)
+    breaches = sum(c.breach for c in cycles)
+    decided = sum(c.with_target and (c.answered or c.breach) for c in cycles)
+    return Figures(
+        cases=len({c.case_id for c in cycles}),
+        cycles=len(cycles),
+        answered=answered,
+        unanswered=len(cycles) - answered,
+        response_seconds=Percentiles(**summary(values)),
+        with_target=sum(c.with_target for c in cycles),
+        decided=decided,
+        within_target=decided - breaches,
+        within_target_ratio=(decided - breaches) / decided if decided else None,
+        breaches=breaches,
+        ingest_lag_seconds=Percentiles(**summary(lags)),
+    )
+
+
+class _Calendars:
+    """The calendar each cycle's business time counts in (policy versions are cached)."""
+
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+        self.by_policy: dict[int, Calendar | None] = {}
+
+    async def get(self, policy_id: int | None, business_time: bool) -> Calendar | None:
+        if not business_time or policy_id is None:
+            return None
+        if policy_id not in self.by_policy:
+            try:
+                policy = await policy_by_id(self.session, policy_id)
+                self.by_policy[policy_id] = policy.calendar
+            except LookupError:
+                self.by_policy[policy_id] = None
+        return self.by_policy[policy_id]
+
+
+async def _in_python(
+    session: AsyncSession,
+    query: StatsQuery,
+    now: datetime,
+    fields: Sequence[str],
+    interval: str | None,
+) -> tuple[Figures, dict[Key, Figures]]:
+    sql_fields = [f for f in fields if f not in TIME_FIELDS and f != "complaint"]
+    stmt = select(
+        RC.case_id,
+        RC.started_at,
+        RC.answered_at,
+        RC.response_seconds,
+        RC.target_seconds,
+        RC.due_at,
+        RC.breached,
+        RC.paused_at,
+        RC.paused_seconds,
+        RC.business_time,
+        Case.policy_id,
+        Mention.created_at.label("posted_at"),
+        Mention.ingested_at,
+        Mention.complaint_score,
+        *[text_column(f).label(f"f_{f}") for f in sql_fields],
+    )
+    zone = query.zone
+    calendars = _Calendars(session)
+    time_filters = {k: v for k, v in query.filters.items() if k in TIME_FIELDS}
+    groups: dict[Key, list[_Cycle]] = defaultdict(list)
+    everything: list[_Cycle] = []
+    rows = (await session.execute(scope(stmt, query, time_filters_in_sql=False))).all()
+    for r in rows:
+        if any(time_key(n, r.started_at, zone) not in vs for n, vs in time_filters.items()):
+            continue
+        if r.answered_at is None:
+            value = None
+        elif query.clock == "business":
+            calendar = await calendars.get(r.policy_id, r.business_time)
+            counted = seconds_between(calendar, r.started_at, r.answered_at)
+            value = max(0.0, counted - (r.paused_seconds or 0.0))
+        else:
+            value = r.response_seconds
+        lag = (
+            (r.ingested_at - r.posted_at).total_seconds()
+            if r.ingested_at is not None and r.posted_at is not None
+            else None
+        )
+        cycle = _Cycle(
+            case_id=r.case_id,
+            value=value,
+            answered=r.answered_at is not None,
+            with_target=r.target_seconds is not None,
+            breach=is_breach(
+                r.target_seconds, r.breached, r.answered_at, r.due_at, r.paused_at, now
+            ),
+            lag=lag,
+        )
+        everything.append(cycle)
+        if fields or interval:
+            key: list[KeyValue | datetime] = []
+            for f in fields:
+                if f in TIME_FIELDS:
+                    key.append(time_key(f, r.started_at, zone))
+                elif f == "complaint":
+                    key.append(complaint_key(r.complaint_score))
+                else:
+                    key.append(getattr(r, f"f_{f}"))
+            if interval:
+                key.append(truncate(local_naive(r.started_at, zone), interval))
+            groups[tuple(key)].append(cycle)
+    return figures(everything), {k: figures(v) for k, v in groups.items()}
+
+
+# ----- the reports -------------------------------------------------------------------------
+
+
+def _in_sql(session: AsyncSession, query: StatsQuery, in_database: bool | None) -> bool:
+    if in_database is not None:
+        return in_database
+    return session.get_bind().dialect.name == "postgresql" and query.clock == "wall"
+
+
+async def _compute(
+    session: AsyncSession,
+    query: StatsQuery,
+    now: datetime,
+    fields: Sequence[str],
+    interval: str | None,
+    in_database: bool | None,
+) -> tuple[Figures, dict[Key, Figures]]:
+    if _in_sql(session, query, in_database):
+        if query.clock != "wall":
+            raise ValueError("the business clock needs calendars: it is computed in Python")
+        return await _in_database(session, query, now, fields, interval)
+    return await _in_python(session, query, now, fields, interval)
+
+
+def _sort_key(key: Key) -> tuple[tuple[bool, Any], ...]:
+    return tuple((v is None, v if v is not None else 0) for v in key)
+
+
+def _filters_out(query: StatsQuery) -> dict[str, list[KeyValue]]:
+    return {k: list(v) for k, v in query.filters.items()}
+
+
+async def report(
+    session: AsyncSession,
+    query: StatsQuery,
+    now: datetime,
+    *,
+    in_database: bool | None = None,
+) -> ResponseTimesReport:
+    """Totals and, with ``group_by``, one entry per group (sorted by key, nulls last).
+
+    ``in_database`` forces one path (None: PostgreSQL's SQL for the wall clock)."""
+    totals, groups = await _compute(session, query, now, query.group_by, None, in_database)
+    return ResponseTimesReport(
+        since=query.since,
+        until=query.until,
+        kind=query.kind,
+        clock=query.clock,
+        tz=query.tz,
+        group_by=list(query.group_by),
+        filters=_filters_out(query),
+        **totals.model_dump(),
+        first_response_seconds=totals.response_seconds if query.kind == "first" else None,
+        groups=[
+            Group(key=dict(zip(query.group_by, key, strict=True)), **fig.model_dump())
+            for key, fig in sorted(groups.items(), key=lambda kv: _sort_key(kv[0]))
+        ],
+    )
+
+
+def _empty() -> Figures:
+    return figures([])
+
+
+def _next_start(start: datetime, interval: str) -> datetime:
+    return start + {"hour": timedelta(hours=1), "day": timedelta(days=1)}.get(
+        interval, timedelta(days=7)
+    )
+
+
+async def timeseries(
+    session: AsyncSession,
+    query: StatsQuery,
+    interval: str,
+    now: datetime,
+    *,
+    in_database: bool | None = None,
+) -> Timeseries:
+    """The figures per interval of the range, empty intervals included (for charts)."""
+    zone: ZoneInfo = query.zone
+    _, groups = await _compute(session, query, now, (), interval, in_database)
+    by_start = {key[-1]: fig for key, fig in groups.items()}
+    points = []
+    for start in bucket_starts(query.since, query.until, interval, zone):
+        fig = by_start.get(start) or _empty()
+        points.append(
+            Point(
+                start=aware(start, zone),
+                end=aware(_next_start(start, interval), zone),
+                **fig.model_dump(),
+            )
+        )
+    return Timeseries(
+        since=query.since,
+        until=query.until,
+        interval=interval,
+        kind=query.kind,
+        clock=query.clock,
+        tz=query.tz,
+        filters=_filters_out(query),
+        points=points,
+    )
 
 
 async def response_times(
     session: AsyncSession, since: datetime, until: datetime, now: datetime
-) -> ResponseTimeStats:
-    rows = (
-        await session.execute(
-            select(
-                ResponseCycle.response_seconds,
-                ResponseCycle.target_seconds,
-                ResponseCycle.due_at,
-                ResponseCycle.breached,
-            ).where(
-                ResponseCycle.seq == 1,
-                ResponseCycle.started_at >= since,
-                ResponseCycle.started_at < until,
-            )
-        )
-    ).all()
-    times = sorted(r.response_seconds for r in rows if r.response_seconds is not None)
+) -> ResponseTimesReport:
+    """First-response figures of the cycles that started in [since, until), ungrouped."""
+    return await report(session, StatsQuery(since=since, until=until), now)
 
-    def breach(r: Row) -> bool:
-        # A waiting case whose deadline passed is a breach now, even before the scheduler ran.
-        if r.response_seconds is None:
-            return r.breached or r.due_at <= now
-        return r.breached or r.response_seconds > r.target_seconds
 
-    with_target = [r for r in rows if r.target_seconds is not None]
-    breaches = sum(breach(r) for r in with_target)
-    # Decided: answered, or past the deadline. Waiting cases still in time count for neither.
-    decided = sum(r.response_seconds is not None or breach(r) for r in with_target)
-    return ResponseTimeStats(
-        since=since,
-        until=until,
-        cases=len(rows),
-        answered=len(times),
-        unanswered=len(rows) - len(times),
-        first_response_seconds=Percentiles(
-            p50=percentile_cont(times, 0.5),
-            p90=percentile_cont(times, 0.9),
-            p95=percentile_cont(times, 0.95),
-            mean=sum(times) / len(times) if times else None,
-        ),
-        # Share of decided cases (answered, or past their deadline) that met the target.
-        within_target_ratio=(decided - breaches) / decided if decided else None,
-        breaches=breaches,
-    )
+__all__ = [
+    "Figures",
+    "ResponseTimesReport",
+    "Timeseries",
+    "figures",
+    "is_breach",
+    "report",
+    "response_times",
+    "timeseries",
+]

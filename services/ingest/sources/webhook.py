@@ -1,4 +1,5 @@
-"""The signed push endpoint: ``POST /api/v1/ingest/webhook`` with one event or a list.
+"""The ingest HTTP app: the signed push endpoint ``POST /api/v1/ingest/webhook`` (one event
+or a list), ``/healthz``, ``/readyz``, ``/health`` (each polled source) and ``/metrics``.
 
 The body is authenticated before it is parsed: ``X-Thirdring-Signature: sha256=<hex>`` is
 the HMAC-SHA256 of the raw bytes with the shared secret (shared/signing.py).
@@ -8,14 +9,17 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 from pydantic import ValidationError
 
+from services.ingest.metrics import observe_lag
 from services.ingest.publisher import Publisher
+from services.ingest.sources.http import SourceHealth
 from shared.events import RawMention
 from shared.kafka import MAX_MESSAGE_BYTES, describe_error
 from shared.signing import SIGNATURE_HEADER, verify
@@ -72,8 +76,15 @@ def _parse(body: bytes) -> list[RawMention]:
     return mentions
 
 
-def create_ingest_app(publisher_provider: PublisherProvider, secret: str | None) -> FastAPI:
-    """The ingest HTTP app. ``secret`` None or empty disables the webhook (503)."""
+def create_ingest_app(
+    publisher_provider: PublisherProvider,
+    secret: str | None,
+    sources: Callable[[], Sequence[SourceHealth]] | None = None,
+) -> FastAPI:
+    """The ingest HTTP app. ``secret`` None or empty disables the webhook (503).
+
+    ``sources`` gives the polled sources' health for ``/health``.
+    """
     app = FastAPI(title="thirdring ingest", docs_url=None, redoc_url=None, openapi_url=None)
     key = secret or None
 
@@ -105,6 +116,7 @@ def create_ingest_app(publisher_provider: PublisherProvider, secret: str | None)
             # 503 tells the sender to retry; a retry is deduped by event id.
             log.exception("webhook: publish failed")
             return _error(503, f"could not publish: {type(exc).__name__}")
+        observe_lag("webhook", result.mentions)
         return JSONResponse(
             {"published": result.published, "duplicates": result.duplicates}, status_code=202
         )
@@ -120,5 +132,26 @@ def create_ingest_app(publisher_provider: PublisherProvider, secret: str | None)
         if problem:
             return JSONResponse({"status": "unavailable", "reason": problem}, status_code=503)
         return JSONResponse({"status": "ready"})
+
+    @app.get("/health")
+    async def health() -> JSONResponse:
+        """Each polled source: up, last success and error, failures in a row, requests, quota.
+
+        Always 200 (a failing upstream does not make ingest unready); ``status`` is
+        ``degraded`` while any source fails.
+        """
+        healths = list(sources()) if sources is not None else []
+        failing = [h.name for h in healths if h.consecutive_failures > 0]
+        return JSONResponse(
+            {
+                "status": "degraded" if failing else "ok",
+                "failing": failing,
+                "sources": {h.name: h.as_dict() for h in healths},
+            }
+        )
+
+    @app.get("/metrics")
+    async def prometheus_metrics() -> Response:
+        return Response(generate_latest(REGISTRY), media_type=CONTENT_TYPE_LATEST)
 
     return app
