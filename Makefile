@@ -24,6 +24,7 @@ run: setup
 
 # The whole suite, slow end-to-end tests included, on SQLite and PostgreSQL.
 test: setup
+	scripts/browser-up.sh
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	THIRDRING_TEST_POSTGRES_URL="$${THIRDRING_TEST_POSTGRES_URL:-$$(scripts/postgres-up.sh)}" \

@@ -13,6 +13,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from services.alert.api import admin, cases, stats
+from services.alert.dashboard import router as dashboard_router
 
 
 def create_api_app(
@@ -31,6 +32,7 @@ def create_api_app(
     app.include_router(cases.router)
     app.include_router(admin.router)
     app.include_router(stats.router)
+    app.include_router(dashboard_router)  # /dashboard: static page, data via the stats API
 
     @app.get("/healthz", tags=["health"])
     async def healthz() -> dict[str, str]:

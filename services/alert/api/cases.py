@@ -8,7 +8,7 @@ from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, HTTPException, Query, Request
+from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request
 from pydantic import BaseModel, Field
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -22,6 +22,8 @@ from shared.events import utcnow
 router = APIRouter(prefix="/api/v1/cases", tags=["cases"])
 Viewer = Annotated[Principal, Depends(require("viewer"))]
 Agent = Annotated[Principal, Depends(require("agent"))]
+# Ids are BIGINT: a larger number cannot be a case, and would overflow the database driver.
+CaseId = Annotated[int, Path(ge=1, le=2**63 - 1, description="The case's id")]
 
 
 class DeadlineView(BaseModel):
@@ -143,7 +145,7 @@ async def list_cases(
 
 
 @router.get("/{case_id}")
-async def get_case(request: Request, case_id: int, _: Viewer) -> CaseDetail:
+async def get_case(request: Request, case_id: CaseId, _: Viewer) -> CaseDetail:
     """One case with every deadline (fired, pending, paused, cancelled) and its timeline."""
     async with _sessions(request)() as session:
         return await _detail(session, case_id)
@@ -195,7 +197,7 @@ async def _act(
 
 @router.post("/{case_id}/claim")
 async def claim(
-    request: Request, case_id: int, who: Agent, body: ClaimBody | None = None
+    request: Request, case_id: CaseId, who: Agent, body: ClaimBody | None = None
 ) -> CaseDetail:
     member = body.member if body else None
     return await _act(
@@ -204,7 +206,7 @@ async def claim(
 
 
 @router.post("/{case_id}/acknowledge")
-async def acknowledge(request: Request, case_id: int, who: Agent) -> CaseDetail:
+async def acknowledge(request: Request, case_id: CaseId, who: Agent) -> CaseDetail:
     """Someone is on it: stops escalation and idle reassignment (not the SLA clock)."""
     return await _act(
         request, case_id, lambda s: actions.acknowledge(s, case_id, who.name, utcnow())
@@ -212,7 +214,7 @@ async def acknowledge(request: Request, case_id: int, who: Agent) -> CaseDetail:
 
 
 @router.post("/{case_id}/answered")
-async def answered(request: Request, case_id: int, who: Agent, body: AnsweredBody) -> CaseDetail:
+async def answered(request: Request, case_id: CaseId, who: Agent, body: AnsweredBody) -> CaseDetail:
     """Mark the case answered (the reply was made where ingest does not see it)."""
     if body.answered_at is not None and body.answered_at.tzinfo is None:
         raise HTTPException(422, detail="answered_at must include a time zone")
@@ -226,7 +228,7 @@ async def answered(request: Request, case_id: int, who: Agent, body: AnsweredBod
 
 
 @router.post("/{case_id}/snooze")
-async def snooze(request: Request, case_id: int, who: Agent, body: SnoozeBody) -> CaseDetail:
+async def snooze(request: Request, case_id: CaseId, who: Agent, body: SnoozeBody) -> CaseDetail:
     """Pause the clock until a time; it resumes by itself then."""
     if body.until.tzinfo is None:
         raise HTTPException(422, detail="until must include a time zone")
@@ -236,7 +238,7 @@ async def snooze(request: Request, case_id: int, who: Agent, body: SnoozeBody) -
 
 
 @router.post("/{case_id}/wait")
-async def wait(request: Request, case_id: int, who: Agent) -> CaseDetail:
+async def wait(request: Request, case_id: CaseId, who: Agent) -> CaseDetail:
     """Waiting on the customer: the clock pauses until the customer writes again."""
     return await _act(
         request, case_id, lambda s: actions.wait_on_customer(s, case_id, who.name, utcnow())
@@ -244,19 +246,19 @@ async def wait(request: Request, case_id: int, who: Agent) -> CaseDetail:
 
 
 @router.post("/{case_id}/resume")
-async def resume(request: Request, case_id: int, who: Agent) -> CaseDetail:
+async def resume(request: Request, case_id: CaseId, who: Agent) -> CaseDetail:
     return await _act(request, case_id, lambda s: actions.resume(s, case_id, who.name, utcnow()))
 
 
 @router.post("/{case_id}/reassign")
-async def reassign(request: Request, case_id: int, who: Agent, body: ReassignBody) -> CaseDetail:
+async def reassign(request: Request, case_id: CaseId, who: Agent, body: ReassignBody) -> CaseDetail:
     return await _act(
         request, case_id, lambda s: actions.reassign(s, case_id, who.name, utcnow(), body.member)
     )
 
 
 @router.post("/{case_id}/notes")
-async def add_note(request: Request, case_id: int, who: Agent, body: NoteBody) -> CaseDetail:
+async def add_note(request: Request, case_id: CaseId, who: Agent, body: NoteBody) -> CaseDetail:
     return await _act(
         request, case_id, lambda s: actions.add_note(s, case_id, who.name, utcnow(), body.text)
     )
