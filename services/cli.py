@@ -254,6 +254,65 @@ def model_evaluate(
         console.print(f"report written to {json_path}")
 
 
+@app.command("stats")
+def stats(
+    since: Annotated[str | None, typer.Option(help="ISO 8601 start; default: 7 days ago")] = None,
+    until: Annotated[str | None, typer.Option(help="ISO 8601 end; default: now")] = None,
+    group_by: Annotated[
+        str | None, typer.Option("--group-by", "-g", help="e.g. source,priority or team")
+    ] = None,
+    kind: Annotated[str, typer.Option(help="first or next response")] = "first",
+    clock: Annotated[str, typer.Option(help="wall or business time")] = "wall",
+    tz: Annotated[str, typer.Option(help="Time zone of day/week/hour_of_week")] = "UTC",
+    csv: Annotated[Path | None, typer.Option(help="Also write the table as CSV here")] = None,
+) -> None:
+    """Response-time figures from the database: percentiles, attainment, breaches."""
+    from services.alert.stats.cli_table import report_table
+    from services.alert.stats.export import report_csv
+    from services.alert.stats.query import (
+        ParamError,
+        StatsQuery,
+        parse_choice,
+        parse_group_by,
+        parse_range,
+        parse_tz,
+    )
+    from services.alert.stats.service import report as stats_report
+    from shared.db.engine import make_engine, make_sessionmaker
+    from shared.events import utcnow
+
+    settings = _settings()
+    _require_schema(settings)
+    now = utcnow()
+    try:
+        start, end = parse_range(since, until, now)
+        query = StatsQuery(
+            since=start,
+            until=end,
+            kind=parse_choice(kind, "kind", ("first", "next"), "first"),  # type: ignore[arg-type]
+            clock=parse_choice(clock, "clock", ("wall", "business"), "wall"),  # type: ignore[arg-type]
+            group_by=parse_group_by(group_by),
+            tz=parse_tz(tz),
+        )
+    except ParamError as exc:
+        console.print(f"[red]{exc}[/]")
+        raise typer.Exit(2) from None
+
+    async def main():  # type: ignore[no-untyped-def]
+        engine = make_engine(settings.resolved_database_url)
+        try:
+            async with make_sessionmaker(engine)() as session:
+                return await stats_report(session, query, now)
+        finally:
+            await engine.dispose()
+
+    result = asyncio.run(main())
+    Console().print(report_table(result))
+    if csv is not None:
+        csv.write_text(report_csv(result))
+        console.print(f"CSV written to {csv}")
+
+
 @app.command("classify")
 def classify(
     input: Annotated[str, typer.Option("--input", "-i", help="JSONL with id and text; - = stdin")],

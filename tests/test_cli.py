@@ -71,3 +71,52 @@ def test_unmigrated_database_is_named(tmp_path: Path) -> None:
     )
     assert result.returncode == 2
     assert "thirdring db upgrade" in result.stderr
+
+
+def test_stats_prints_the_table_and_writes_csv(tmp_path: Path) -> None:
+    import asyncio
+    from datetime import timedelta
+
+    from services.alert.cases.service import CaseSettings, apply_scored
+    from services.alert.sla.policies import SlaPolicy
+    from services.alert.sla.store import sync_policies
+    from shared.db.engine import make_engine, make_sessionmaker
+    from shared.db.migrate import upgrade
+    from shared.events import utcnow
+    from tests.factories import raw, scored
+
+    url = f"sqlite+aiosqlite:///{tmp_path / 'stats.db'}"
+    upgrade(url)
+    t0 = utcnow() - timedelta(hours=2)
+
+    async def fill() -> None:
+        engine = make_engine(url)
+        async with make_sessionmaker(engine)() as s, s.begin():
+            await sync_policies(s, [SlaPolicy()], t0)
+            for n, (level, wait) in enumerate([("P1", 60), ("P1", 180), ("P2", 600)]):
+                conv = f"c{n}"
+                await apply_scored(
+                    s, scored(raw(f"{n}a", t0, conversation=conv), level), CaseSettings(), t0
+                )
+                reply = raw(
+                    f"{n}b", t0 + timedelta(seconds=wait), conversation=conv, brand_post=True
+                )
+                await apply_scored(s, scored(reply, level), CaseSettings(), t0)
+        await engine.dispose()
+
+    asyncio.run(fill())
+    out = tmp_path / "stats.csv"
+    result = run(
+        "stats",
+        "-g",
+        "priority",
+        "--csv",
+        str(out),
+        env={"THIRDRING_DATABASE_URL": url, "COLUMNS": "150"},
+    )
+    assert result.returncode == 0, result.stderr
+    assert "P1" in result.stdout and "P2" in result.stdout and "2m 00s" in result.stdout  # P1 p50
+    rows = out.read_text().splitlines()
+    assert rows[0].startswith("priority,cases") and len(rows) == 3  # header + P1 + P2
+    bad = run("stats", "-g", "colour", env={"THIRDRING_DATABASE_URL": url})
+    assert bad.returncode == 2 and "group_by" in bad.stderr
