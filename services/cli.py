@@ -401,7 +401,8 @@ def run_alert_cmd(api: Annotated[bool, typer.Option(help="Serve the HTTP API too
     settings = _settings()
     _require_broker(settings)
     _require_schema(settings)
-    _run_until_signal(lambda stop: run_alert(settings, stop, serve_api=api))
+    # Without the API, health endpoints still answer on the API port (for probes).
+    _run_until_signal(lambda stop: run_alert(settings, stop, serve_api=api, serve_health=not api))
 
 
 @app.command("broker")

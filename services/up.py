@@ -115,7 +115,7 @@ def _print_where_to_look(
         f"http://{settings.classify_host}:{settings.classify_port}/readyz",
         f"[bold]broker[/]          {settings.kafka_bootstrap_servers}"
         + (" (embedded Tansu)" if broker else ""),
-        f"[bold]database[/]        {settings.resolved_database_url}",
+        f"[bold]database[/]        {settings.display_database_url}",
         f"[bold]API token[/]       {token}  (admin, this run only; "
         "curl -H 'Authorization: Bearer …')",
     ]

@@ -32,6 +32,8 @@ class Settings(BaseSettings):
 
     # Database: empty means SQLite in data_dir (the embedded default).
     database_url: str = ""
+    # The URL holds the password: containers can pass it as a file instead (the file wins).
+    database_url_file: Path | None = None
 
     # HTTP
     api_host: str = "127.0.0.1"
@@ -80,7 +82,21 @@ class Settings(BaseSettings):
                 except OSError as exc:
                     raise ValueError(f"cannot read {name}_file {path}: {exc}") from exc
                 setattr(self, name, SecretStr(value))
+        if self.database_url_file is not None:
+            try:
+                self.database_url = self.database_url_file.read_text().strip()
+            except OSError as exc:
+                raise ValueError(
+                    f"cannot read database_url_file {self.database_url_file}: {exc}"
+                ) from exc
         return self
+
+    @property
+    def display_database_url(self) -> str:
+        """The database URL with its password hidden, for logs and banners."""
+        from sqlalchemy.engine import make_url
+
+        return make_url(self.resolved_database_url).render_as_string(hide_password=True)
 
     @property
     def resolved_database_url(self) -> str:

@@ -25,6 +25,7 @@ from services.alert.sla.store import sync_policies
 from shared.config import Settings
 from shared.db.engine import make_engine, make_sessionmaker
 from shared.events import ScoredMention, utcnow
+from shared.health import create_health_app
 from shared.http import serve
 from shared.kafka import ConsumerLoop, Item, ensure_topics, make_producer
 from shared.lifecycle import every, supervise
@@ -50,7 +51,14 @@ def case_handler(
     return handle
 
 
-async def run_alert(settings: Settings, stop: asyncio.Event, *, serve_api: bool = True) -> None:
+async def run_alert(
+    settings: Settings,
+    stop: asyncio.Event,
+    *,
+    serve_api: bool = True,
+    serve_health: bool = False,
+) -> None:
+    """Run until ``stop``. Without the API, ``serve_health`` still answers probes on its port."""
     engine = make_engine(settings.resolved_database_url)
     sessions = make_sessionmaker(engine)
     config = alerting_config(settings)
@@ -114,8 +122,12 @@ async def run_alert(settings: Settings, stop: asyncio.Event, *, serve_api: bool 
             name="alert-housekeeping",
         ),
     ]
+    app = None
     if serve_api:
         app = create_api_app(sessions, consumer_ready)
+    elif serve_health:
+        app = create_health_app("alert", {"consumer": consumer_ready})
+    if app is not None:
         tasks.append(
             asyncio.create_task(
                 serve(app, settings.api_host, settings.api_port, stop, "alert API"), name="api"

@@ -22,6 +22,7 @@ from services.alert.worker import run_alert
 from shared.broker import EmbeddedBroker
 from shared.config import Settings
 from shared.db.migrate import upgrade_async
+from shared.ports import free_port
 from shared.signing import SIGNATURE_HEADER, verify
 from tests.alert.notify.test_slack import check_slack_message
 from tests.alert.notify.test_teams import check_teams_message
@@ -332,6 +333,7 @@ async def test_kill_9_between_deadline_and_delivery_loses_nothing_and_sends_noth
         THIRDRING_TOPIC_DLQ=topics["topic_dlq"],
         THIRDRING_PARTITIONS="3",
         THIRDRING_CONSUMER_GROUP_PREFIX=f"kill-{tmp_path.name[-8:]}",
+        THIRDRING_API_PORT=str(free_port()),  # --no-api still answers health probes here
         THIRDRING_NOTIFY_WEBHOOK_URL=receiver.url,
         THIRDRING_NOTIFY_WEBHOOK_SECRET=SECRET,
         THIRDRING_SCHEDULER_INTERVAL="0.1",
