@@ -35,7 +35,7 @@ def create_health_app(
         ok = all(results.values())
         return JSONResponse(
             {"ready": ok, "service": service, "checks": results, **extra},
-            status_code=200 if ok else 503
+            status_code=200 if ok else 503,
         )
 
     return app

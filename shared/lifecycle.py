@@ -29,12 +29,22 @@ async def every(
 
 
 async def supervise(tasks: list[asyncio.Task[None]], stop: asyncio.Event) -> None:
-    """Wait for ``stop``; if a task dies first, stop the rest and re-raise its error."""
+    """Wait for ``stop``; if a task fails first, stop the rest and re-raise its error.
+
+    A task that simply finishes (a one-off report, a source that ran out) ends alone.
+    """
     stop_wait = asyncio.create_task(stop.wait())
-    done, _ = await asyncio.wait([stop_wait, *tasks], return_when=asyncio.FIRST_COMPLETED)
-    stop.set()
-    stop_wait.cancel()
-    for task in done:
-        if task is not stop_wait and task.exception() is not None:
-            log.error("%s failed: %r", task.get_name(), task.exception())
-            raise task.exception()  # type: ignore[misc]
+    pending: set[asyncio.Task[None]] = set(tasks)
+    try:
+        while True:
+            done, _ = await asyncio.wait([stop_wait, *pending], return_when=asyncio.FIRST_COMPLETED)
+            for task in done - {stop_wait}:
+                pending.discard(task)
+                if not task.cancelled() and task.exception() is not None:
+                    log.error("%s failed: %r", task.get_name(), task.exception())
+                    raise task.exception()  # type: ignore[misc]
+            if stop_wait in done:
+                return
+    finally:
+        stop.set()
+        stop_wait.cancel()

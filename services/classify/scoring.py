@@ -1,12 +1,14 @@
 """Score posts: one encoder pass per batch, then the heads, language and urgency.
 
 ``Classifier`` is what the classify worker and the ``thirdring classify`` command share, so a
-file scored offline gets exactly the scores the live pipeline would give it.
+file scored offline goes through the same path as the live pipeline. (int8 quantises
+activations per batch, so a post's scores can move in the third decimal with its batch-mates.)
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import sys
 from collections.abc import Iterator
 from contextlib import ExitStack
@@ -21,9 +23,18 @@ from services.classify.model import default_model_dir
 from services.classify.model.encoder import Encoder
 from services.classify.model.heads import SENTIMENT_LABELS, Heads
 from services.classify.urgency import assess_urgency
-from shared.events import Author, Complaint, Scores, Sentiment, Urgency
+from shared.events import (
+    Author,
+    Complaint,
+    Contribution,
+    Scores,
+    Sentiment,
+    Severity,
+    Urgency,
+)
 
 COMPLAINT_THRESHOLD = 0.5
+log = logging.getLogger(__name__)
 
 
 class Classifier:
@@ -36,7 +47,17 @@ class Classifier:
             )
         self.encoder = encoder
         self.heads = heads
-        self.model_version = heads.model_version
+        # The encoder backend is part of the version: int8 and fp32 embeddings differ a little.
+        tag = getattr(encoder, "tag", "e5-small-q4")
+        self.model_version = f"{tag}+heads-{heads.short_hash}"
+        trained_on = (heads.meta.get("encoder") or {}).get("tag")
+        if trained_on and trained_on != tag:
+            log.warning(
+                "heads were trained on %s embeddings but the encoder serves %s: scores shift "
+                "slightly; retrain the heads on the served backend",
+                trained_on,
+                tag,
+            )
 
     @classmethod
     def load(
@@ -44,15 +65,31 @@ class Classifier:
         model_dir: Path | None = None,
         heads_dir: Path | None = None,
         threads: int | None = None,
+        *,
+        backend: str | None = None,
+        warm_up: bool = True,
     ) -> Classifier:
-        """Prepare the encoder if needed (offline, idempotent), load it and the heads."""
-        from services.classify.language import get_detector
+        """Prepare the encoder if needed (offline, idempotent), load it and the heads.
+
+        ``backend``: ``onnx`` (int8, the default) or ``torch``; ``None`` reads
+        ``$THIRDRING_ENCODER_BACKEND``. The onnx path never imports torch.
+        """
         from services.classify.model.prepare import prepare_encoder
 
         model_dir = prepare_encoder(model_dir if model_dir is not None else default_model_dir())
-        classifier = cls(Encoder(model_dir, threads=threads), Heads.load(heads_dir))
-        get_detector()  # build lingua now, not on the first message
+        encoder = Encoder(model_dir, threads=threads, backend=backend)
+        classifier = cls(encoder, Heads.load(heads_dir))
+        if warm_up:
+            classifier.warm_up()
         return classifier
+
+    def warm_up(self) -> None:
+        """Score a few texts: builds lingua and runs the model once before real traffic."""
+        from services.classify.language import get_detector
+        from services.classify.model.encoder import WARM_UP_TEXTS
+
+        get_detector()
+        self.score([(text, None) for text in WARM_UP_TEXTS])
 
     def score(self, items: list[tuple[str, Author | None]]) -> list[Scores]:
         """Scores for each (text, author) in order; one batched encoder pass for the list."""
@@ -62,6 +99,7 @@ class Classifier:
         emb = self.encoder.encode(texts)
         p_sent = self.heads.sentiment.predict_proba(emb)
         p_comp = self.heads.complaint.predict_proba(emb)[:, 1]
+        severities = self.heads.predict_severity(emb, p_complaint=p_comp)
         langs = detect_languages(texts)
         out: list[Scores] = []
         for i, (text, author) in enumerate(items):
@@ -71,12 +109,14 @@ class Classifier:
             }
             label = SENTIMENT_LABELS[int(np.argmax(p_sent[i]))]
             complaint = round(float(p_comp[i]), 4)
+            severity = severities[i] if severities else None
             urgency = assess_urgency(
                 text,
                 p_negative=float(p_sent[i][0]),
                 p_complaint=float(p_comp[i]),
                 sentiment_label=label,
                 author=author,
+                severity=severity.level if severity else None,
             )
             out.append(
                 Scores(
@@ -86,8 +126,14 @@ class Classifier:
                         is_complaint=complaint >= COMPLAINT_THRESHOLD, score=complaint
                     ),
                     urgency=Urgency(
-                        score=urgency.score, level=urgency.level, reasons=urgency.reasons
+                        score=urgency.score,
+                        level=urgency.level,
+                        reasons=urgency.reasons,
+                        contributions=[Contribution(**c) for c in urgency.contributions],
                     ),
+                    severity=Severity(level=severity.level, probs=severity.probs)
+                    if severity
+                    else None,
                     model_version=self.model_version,
                 )
             )

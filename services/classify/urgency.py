@@ -5,7 +5,8 @@ see *why* a post was raised (the reasons travel with the event) and tune it:
 
     issue  = 0.45 * P(complaint) + 0.25 * P(negative)             (0 .. 0.70)
     intent = sum of matched intent weights, at most 0.40           (refund, outage, ...)
-    core   = issue + intent
+    sev    = 0.10 if the post is a complaint (P >= 0.5) of severity level 4 (blame), else 0
+    core   = issue + intent + sev
     amp    = VIP 0.15 + reach (0.04 per decade of followers above 1k, at most 0.15),
              scaled by min(1, core / 0.4) so a big account saying "thanks" is not raised
     score  = clip(core + amp, 0, 1)
@@ -22,14 +23,47 @@ Levels (seconds to first response per level live in the SLA policy, not here):
 Intents are matched with multilingual keyword lists (en, it, et, es, fr, de, pt; matched on
 lower-cased, accent-folded text so "tööta" and "toota" both hit) because they must work on
 day one for languages without labelled data, and a keyword is an explainable reason.
+
+Weights (defaults; every one can be overridden, see below):
+
+    key               default  what it weighs
+    complaint         0.45     x P(complaint)
+    negative          0.25     x P(negative)
+    intents.safety    0.30     keyword intent (sum of intents capped at intent_cap)
+    intents.legal     0.20
+    intents.outage    0.12
+    intents.cancel    0.12
+    intents.refund    0.10
+    intent_cap        0.40     most the intents add together
+    severity.4        0.10     complaint severity level (1-4) of a complaint; 1-3 add 0
+    vip               0.15     VIP author, x min(1, core / 0.4)
+    reach_per_decade  0.04     per decade of followers above 1k, x min(1, core / 0.4)
+    reach_cap         0.15     most reach adds
+
+Overrides: ``$THIRDRING_URGENCY_WEIGHTS`` holds a JSON object, or the path of a JSON file,
+with any of these keys, e.g. ``{"negative": 0.2, "intents": {"refund": 0.15},
+"severity": {"3": 0.05}}``; unknown keys are an error. Thresholds and the gate are not
+configurable here (they are tied to the SLA policy).
+
+Contributions: besides the plain ``reasons`` (strings the alert service parses, e.g.
+``intent:refund``), every result carries ``contributions``: one ``{"reason", "weight"}`` per
+reason, in the same order and with the same string, giving what it added to the score (the
+intent cap and the VIP/reach scaling already applied), followed where needed by
+``other signals`` (P(complaint) / P(negative) / reach too small to be named as a reason) and
+by negative entries for ``cap: not urgent`` (the gate) and ``cap: 1.0``, so the weights add
+up to the score (to rounding).
 """
 
 from __future__ import annotations
 
+import json
 import math
+import os
 import re
 import unicodedata
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
 
 from shared.events import Author, Priority
 
@@ -47,6 +81,8 @@ REACH_CAP = 0.15
 REACH_FLOOR = 1_000  # followers below this add nothing
 REACH_REASON_MIN = 10_000  # followers from which "reach ..." is worth saying
 AMP_FULL_AT = 0.40  # core score from which VIP/reach count fully
+SEVERITY_WEIGHTS: dict[int, float] = {4: 0.10}  # complaint severity level -> added weight
+WEIGHTS_ENV = "THIRDRING_URGENCY_WEIGHTS"
 
 # Weight of each intent in the score: safety first, then legal exposure, then lost service.
 INTENT_WEIGHTS: dict[str, float] = {
@@ -539,11 +575,76 @@ def _followers_label(n: int) -> str:
     return f"{round(n / 1000)}k"
 
 
+@dataclass(frozen=True)
+class UrgencyWeights:
+    """The tunable weights of the formula (module docstring); defaults are the constants."""
+
+    complaint: float = W_COMPLAINT
+    negative: float = W_NEGATIVE
+    intent_cap: float = INTENT_CAP
+    vip: float = VIP_BOOST
+    reach_per_decade: float = REACH_PER_DECADE
+    reach_cap: float = REACH_CAP
+    intents: dict[str, float] = field(default_factory=lambda: dict(INTENT_WEIGHTS))
+    severity: dict[int, float] = field(default_factory=lambda: dict(SEVERITY_WEIGHTS))
+
+    @classmethod
+    def from_overrides(cls, overrides: dict[str, Any]) -> UrgencyWeights:
+        """Defaults with ``overrides`` applied (``intents`` and ``severity`` merge per key)."""
+        base = cls()
+        known = {f.name for f in fields(cls)}
+        unknown = set(overrides) - known
+        if unknown:
+            raise ValueError(f"unknown urgency weight(s) {sorted(unknown)}; known: {sorted(known)}")
+        changes: dict[str, Any] = {}
+        for key, value in overrides.items():
+            if key == "intents":
+                bad = set(value) - set(INTENT_WEIGHTS)
+                if bad:
+                    raise ValueError(f"unknown intent(s) {sorted(bad)}: {sorted(INTENT_WEIGHTS)}")
+                changes[key] = {**base.intents, **{k: float(v) for k, v in value.items()}}
+            elif key == "severity":
+                levels = {int(k): float(v) for k, v in value.items()}
+                if not set(levels) <= {1, 2, 3, 4}:
+                    raise ValueError(f"severity levels are 1-4, not {sorted(levels)}")
+                changes[key] = {**base.severity, **levels}
+            else:
+                changes[key] = float(value)
+        return replace(base, **changes)
+
+
+_weights_cache: tuple[str, UrgencyWeights] | None = None
+
+
+def get_weights() -> UrgencyWeights:
+    """The weights in force: defaults plus ``$THIRDRING_URGENCY_WEIGHTS`` (JSON or a path)."""
+    global _weights_cache
+    raw = os.environ.get(WEIGHTS_ENV, "").strip()
+    if _weights_cache is not None and _weights_cache[0] == raw:
+        return _weights_cache[1]
+    if not raw:
+        weights = UrgencyWeights()
+    else:
+        text = raw if raw.startswith("{") else Path(raw).read_text(encoding="utf-8")
+        try:
+            overrides = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"{WEIGHTS_ENV}: not valid JSON ({exc.msg})") from None
+        if not isinstance(overrides, dict):
+            raise ValueError(f"{WEIGHTS_ENV}: expected a JSON object")
+        weights = UrgencyWeights.from_overrides(overrides)
+    _weights_cache = (raw, weights)
+    return weights
+
+
 @dataclass
 class UrgencyResult:
     score: float
     level: Priority
     reasons: list[str] = field(default_factory=list)
+    # One {"reason": str, "weight": float} per reason (same order and string), then
+    # "other signals" and caps as needed, so that the weights add up to the score.
+    contributions: list[dict[str, Any]] = field(default_factory=list)
 
 
 def assess_urgency(
@@ -553,36 +654,71 @@ def assess_urgency(
     p_complaint: float,
     sentiment_label: str,
     author: Author | None = None,
+    severity: int | None = None,
+    weights: UrgencyWeights | None = None,
 ) -> UrgencyResult:
-    """Score, level and reasons for one post (see the module docstring for the formula)."""
-    reasons: list[str] = []
+    """Score, level, reasons and contributions for one post (formula: module docstring).
+
+    ``severity`` is the complaint severity level (0 or 1-4, from the severity head); it
+    counts only for a complaint (P(complaint) >= 0.5). ``weights`` default to
+    :func:`get_weights`.
+    """
+    w = weights if weights is not None else get_weights()
+    named: list[tuple[str, float]] = []  # (reason, contribution), in reason order
+    other = 0.0  # contributions not worth naming as a reason
     intents = match_intents(text)
-    issue = W_COMPLAINT * p_complaint + W_NEGATIVE * p_negative
-    intent = min(INTENT_CAP, sum(INTENT_WEIGHTS[i] for i in intents))
-    reasons += [f"intent:{i}" for i in intents]
-    if p_complaint >= 0.5:
-        reasons.append(f"complaint {p_complaint:.2f}")
+    raw_intent = sum(w.intents.get(i, 0.0) for i in intents)
+    intent = min(w.intent_cap, raw_intent)
+    intent_scale = intent / raw_intent if raw_intent > 0 else 0.0
+    named += [(f"intent:{i}", w.intents.get(i, 0.0) * intent_scale) for i in intents]
+    is_complaint = p_complaint >= 0.5
+    if is_complaint:
+        named.append((f"complaint {p_complaint:.2f}", w.complaint * p_complaint))
+    else:
+        other += w.complaint * p_complaint
     if sentiment_label == "negative":
-        reasons.append(f"negative sentiment {p_negative:.2f}")
-    core = issue + intent
+        named.append((f"negative sentiment {p_negative:.2f}", w.negative * p_negative))
+    else:
+        other += w.negative * p_negative
+    sev = w.severity.get(int(severity), 0.0) if is_complaint and severity else 0.0
+    if sev:
+        named.append((f"severity {int(severity)}", sev))  # type: ignore[arg-type]
+    core = w.complaint * p_complaint + w.negative * p_negative + intent + sev
 
     amp = 0.0
     if author is not None:
         scale = min(1.0, core / AMP_FULL_AT)
         if author.vip:
-            amp += VIP_BOOST * scale
-            reasons.append("vip customer")
+            amp += w.vip * scale
+            named.append(("vip customer", w.vip * scale))
         followers = author.followers or 0
         if followers > REACH_FLOOR:
-            amp += min(REACH_CAP, REACH_PER_DECADE * math.log10(followers / REACH_FLOOR)) * scale
+            reach = min(w.reach_cap, w.reach_per_decade * math.log10(followers / REACH_FLOOR))
+            amp += reach * scale
             if followers >= REACH_REASON_MIN:
-                reasons.append(f"reach {_followers_label(followers)} followers")
+                named.append((f"reach {_followers_label(followers)} followers", reach * scale))
+            else:
+                other += reach * scale
 
-    score = min(1.0, max(0.0, core + amp))
-    not_complaint = p_complaint < 0.5
-    if not_complaint and (
+    raw_score = core + amp
+    score = min(1.0, max(0.0, raw_score))
+    adjustments: list[tuple[str, float]] = []
+    if score < raw_score:
+        adjustments.append(("cap: 1.0", score - raw_score))
+    if not is_complaint and (
         sentiment_label == "positive" or (sentiment_label == "neutral" and not intents)
     ):
+        if score > NOT_URGENT_CAP:
+            adjustments.append(("cap: not urgent", NOT_URGENT_CAP - score))
         score = min(score, NOT_URGENT_CAP)
     score = round(score, 4)
-    return UrgencyResult(score=score, level=level_for(score), reasons=reasons)
+    contributions = [{"reason": r, "weight": round(c, 4)} for r, c in named]
+    if other > 0:
+        contributions.append({"reason": "other signals", "weight": round(other, 4)})
+    contributions += [{"reason": r, "weight": round(c, 4)} for r, c in adjustments]
+    return UrgencyResult(
+        score=score,
+        level=level_for(score),
+        reasons=[r for r, _ in named],
+        contributions=contributions,
+    )

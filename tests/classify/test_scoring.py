@@ -68,7 +68,7 @@ def test_score_batch_shape(classifier: Classifier) -> None:
     assert [s.lang for s in scores] == ["en", "it", "et", "en", "it", "et", "und"]
     for s in scores:
         assert abs(sum(s.sentiment.scores.values()) - 1.0) < 1e-3
-        assert re.fullmatch(r"e5-small-q4\+heads-[0-9a-f]{10}", s.model_version)
+        assert re.fullmatch(r"e5-small-(q4|int8)\+heads-[0-9a-f]{10}", s.model_version)
     assert classifier.score([]) == []
 
 
@@ -96,7 +96,15 @@ def test_classify_file_survives_broken_lines(
     records = [json.loads(line) for line in out.read_text().splitlines()]
     assert [r["id"] for r in records] == ["a", 7, "e"]
     first = records[0]
-    assert set(first) == {"id", "lang", "sentiment", "complaint", "urgency", "model_version"}
+    assert set(first) == {
+        "id",
+        "lang",
+        "sentiment",
+        "complaint",
+        "urgency",
+        "severity",
+        "model_version",
+    }
     assert set(first["sentiment"]["scores"]) == {"negative", "neutral", "positive"}
     assert "reach 120k followers" in first["urgency"]["reasons"]
     assert first["complaint"]["is_complaint"] is True

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from services.classify.urgency import assess_urgency, level_for, match_intents
@@ -106,3 +108,75 @@ def test_levels() -> None:
         "P4",
         "P4",
     ]
+
+
+def test_contributions_name_every_reason_and_add_up_to_the_score() -> None:
+    r = assess_urgency(
+        "Il servizio non funziona e voglio il rimborso, chiamo l'avvocato",
+        p_negative=0.92,
+        p_complaint=0.88,
+        sentiment_label="negative",
+        author=Author(id="a", followers=120_000, vip=True),
+    )
+    named = [c["reason"] for c in r.contributions]
+    assert named[: len(r.reasons)] == r.reasons  # same strings, same order
+    assert all(isinstance(c["weight"], float) for c in r.contributions)
+    # Intents are capped at 0.40 together: legal 0.20 + outage 0.12 + refund 0.10 = 0.42.
+    intents = [c["weight"] for c in r.contributions if c["reason"].startswith("intent:")]
+    assert abs(sum(intents) - 0.40) < 1e-3
+    assert abs(sum(c["weight"] for c in r.contributions) - r.score) < 2e-3
+
+
+def test_gate_shows_as_a_negative_contribution() -> None:
+    r = assess_urgency(
+        "Thanks for the quick refund!",
+        p_negative=0.02,
+        p_complaint=0.1,
+        sentiment_label="positive",
+        author=Author(id="v", followers=2_000_000, vip=True),
+    )
+    assert r.level == "P4"
+    assert abs(sum(c["weight"] for c in r.contributions) - r.score) < 2e-3
+
+
+def test_severity_four_raises_a_complaint_only() -> None:
+    kwargs = {"p_negative": 0.6, "p_complaint": 0.7, "sentiment_label": "negative"}
+    base = assess_urgency("the parcel is late", **kwargs)  # type: ignore[arg-type]
+    blame = assess_urgency("the parcel is late", severity=4, **kwargs)  # type: ignore[arg-type]
+    assert blame.score == round(base.score + 0.10, 4)
+    assert "severity 4" in blame.reasons
+    assert {"reason": "severity 4", "weight": 0.1} in blame.contributions
+    mild = assess_urgency("the parcel is late", severity=2, **kwargs)  # type: ignore[arg-type]
+    assert mild.score == base.score
+    not_complaint = assess_urgency(
+        "the parcel is late", p_negative=0.6, p_complaint=0.3, sentiment_label="negative"
+    )
+    assert (
+        assess_urgency(
+            "the parcel is late",
+            p_negative=0.6,
+            p_complaint=0.3,
+            sentiment_label="negative",
+            severity=4,
+        ).score
+        == not_complaint.score
+    )
+
+
+def test_weights_from_the_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    from services.classify.urgency import WEIGHTS_ENV, get_weights
+
+    text = "I want a refund"
+    kwargs = {"p_negative": 0.5, "p_complaint": 0.6, "sentiment_label": "negative"}
+    base = assess_urgency(text, **kwargs)  # type: ignore[arg-type]
+    monkeypatch.setenv(WEIGHTS_ENV, '{"intents": {"refund": 0.2}}')
+    raised = assess_urgency(text, **kwargs)  # type: ignore[arg-type]
+    assert raised.score == round(base.score + 0.10, 4)
+    assert {"reason": "intent:refund", "weight": 0.2} in raised.contributions
+    path = tmp_path / "weights.json"
+    path.write_text('{"negative": 0.0, "severity": {"3": 0.05}}')
+    monkeypatch.setenv(WEIGHTS_ENV, str(path))
+    assert get_weights().negative == 0.0 and get_weights().severity == {3: 0.05, 4: 0.1}
+    monkeypatch.setenv(WEIGHTS_ENV, '{"negativ": 0.1}')
+    with pytest.raises(ValueError, match="unknown urgency weight"):
+        get_weights()

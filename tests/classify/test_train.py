@@ -1,0 +1,123 @@
+"""Training smoke tests for CI: tiny data in, heads that load and score out (not a model)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from services.classify.model.encoder import DEFAULT_MAX_LENGTH, QUERY_PREFIX, default_backend
+from services.classify.model.heads import SEVERITY_LABELS, Heads
+from services.classify.model.train import (
+    encoder_fingerprint,
+    load_severity,
+    stratified_folds,
+    train_heads,
+)
+from services.classify.scoring import Classifier
+
+REPO = Path(__file__).resolve().parents[2]
+FIXTURES = Path(__file__).parent / "fixtures"
+SHARED_DATA = REPO.parent / "shared" / "data"
+THIRDRING = Path(sys.executable).parent / "thirdring"
+
+
+def test_train_heads_on_fixtures_gives_heads_that_load_and_score(
+    tmp_path: Path, model_dir: Path
+) -> None:
+    meta = train_heads(
+        FIXTURES,
+        tmp_path / "heads",
+        model_dir=model_dir,
+        cache_dir=tmp_path / "cache",
+        progress=False,
+        threads=2,
+    )
+    assert meta["encoder"]["backend"] == default_backend()  # what the service serves
+    assert {"complaint_holdout", "severity_holdout", "severity_cv"} <= set(meta["val_macro_f1"])
+    assert meta["training_data"]["n_severity_train"] == 8
+    heads = Heads.load(tmp_path / "heads")
+    assert heads.severity is not None and heads.severity.labels == SEVERITY_LABELS
+    assert (tmp_path / "heads" / "heads.safetensors").stat().st_size < 32_000  # small
+
+    classifier = Classifier.load(model_dir, tmp_path / "heads", threads=2)
+    texts = ["Worst service ever, I want my money back!", "Thanks, all good!"]
+    scores = classifier.score([(t, None) for t in texts])
+    # Trained and served on the same backend: the served version names these heads.
+    assert [s.model_version for s in scores] == [heads.model_version] * 2
+    emb = classifier.encoder.encode(texts)
+    severity = heads.predict_severity(emb, p_complaint=np.array([0.9, 0.1]))
+    assert severity is not None
+    assert 1 <= severity[0].level <= 4 and severity[1].level == 0
+    assert set(severity[0].probs) == {"1", "2", "3", "4"}
+    assert abs(sum(severity[0].probs.values()) - 1) < 1e-3
+    # The cache was filled under tmp and keyed by the fingerprint heads.json records.
+    assert any((tmp_path / "cache" / "embeddings").iterdir())
+
+
+def test_heads_without_severity_still_load(tmp_path: Path) -> None:
+    heads = Heads.load()  # the committed heads may predate the severity head
+    heads.severity = None
+    heads.save(tmp_path)
+    again = Heads.load(tmp_path)
+    assert again.severity is None
+    assert again.predict_severity(np.zeros((1, 384), dtype=np.float32)) is None
+
+
+@pytest.mark.skipif(not THIRDRING.exists(), reason="thirdring entry point not installed")
+@pytest.mark.skipif(not SHARED_DATA.is_dir(), reason="../shared/data not present")
+def test_train_command_smoke(tmp_path: Path) -> None:
+    """The real command on 20 rows per file; embeddings cached in var/cache (seconds warm)."""
+    start = time.monotonic()
+    proc = subprocess.run(
+        [
+            *(str(THIRDRING), "model", "train", "--data", str(SHARED_DATA)),
+            *("--limit", "20", "--out", str(tmp_path / "heads")),
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    heads = Heads.load(tmp_path / "heads")
+    assert heads.severity is not None
+    assert heads.meta["training_data"]["limit"] == 20
+    assert time.monotonic() - start < 120  # budget ~60 s warm; CI cold starts are slower
+
+
+def test_fingerprint_includes_the_backend(model_dir: Path, tmp_path: Path) -> None:
+    torch_fp = encoder_fingerprint(model_dir, DEFAULT_MAX_LENGTH, QUERY_PREFIX, "torch")
+    onnx_fp = encoder_fingerprint(model_dir, DEFAULT_MAX_LENGTH, QUERY_PREFIX, "onnx")
+    assert torch_fp != onnx_fp and "onnx" in onnx_fp
+    # torch keeps the pre-backend fingerprint, so existing caches and heads.json stay valid
+    assert torch_fp == encoder_fingerprint(model_dir, DEFAULT_MAX_LENGTH, QUERY_PREFIX)
+    committed = Heads.load().meta["encoder"]
+    if committed.get("backend", "torch") == "torch":  # heads trained before the int8 export
+        assert committed["fingerprint"] == torch_fp
+    # a different ONNX export is a different cache
+    (tmp_path / "config.json").write_text("{}")
+    (tmp_path / "model.int8.onnx").write_bytes(b"a")
+    first = encoder_fingerprint(tmp_path, DEFAULT_MAX_LENGTH, QUERY_PREFIX, "onnx")
+    (tmp_path / "model.int8.onnx").write_bytes(b"b")
+    assert encoder_fingerprint(tmp_path, DEFAULT_MAX_LENGTH, QUERY_PREFIX, "onnx") != first
+
+
+def test_stratified_folds_partition_every_class() -> None:
+    labels = np.array([0] * 7 + [1] * 5 + [2] * 3 + [3] * 11)
+    folds = stratified_folds(labels, 5)
+    joined = np.sort(np.concatenate(folds))
+    assert (joined == np.arange(len(labels))).all()
+    for cls in range(4):
+        counts = [int((labels[f] == cls).sum()) for f in folds]
+        assert max(counts) - min(counts) <= 1
+
+
+def test_load_severity_limit_keeps_every_level() -> None:
+    split = load_severity(FIXTURES, limit=1)
+    assert sorted(split.labels.tolist()) == [0, 1, 2, 3]
+    assert len(load_severity(FIXTURES).labels) == 8
