@@ -29,8 +29,7 @@ from services.alert.access import (
 )
 from shared.db.engine import make_engine, make_sessionmaker
 from shared.db.models import ApiToken
-from shared.http import make_server
-from shared.ports import free_port
+from tests.live_server import live_server
 
 THIRDRING = str(Path(sys.executable).parent / "thirdring")
 T0 = datetime(2026, 11, 2, 9, 0, tzinfo=UTC)
@@ -171,16 +170,11 @@ def _guarded_app(sessions: async_sessionmaker[AsyncSession]) -> FastAPI:
 @pytest.fixture
 async def guarded(engine: AsyncEngine) -> AsyncIterator[httpx.AsyncClient]:
     """The guarded app under a real uvicorn server on a free loopback port."""
-    port = free_port()
-    server, sock = make_server(_guarded_app(make_sessionmaker(engine)), "127.0.0.1", port)
-    task = asyncio.create_task(server.serve(sockets=[sock]))
-    async with asyncio.timeout(10):
-        while not server.started:  # noqa: ASYNC110 (uvicorn offers only a flag)
-            await asyncio.sleep(0.01)
-    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=10) as c:
+    async with (
+        live_server(_guarded_app(make_sessionmaker(engine))) as base,
+        httpx.AsyncClient(base_url=base, timeout=10) as c,
+    ):
         yield c
-    server.should_exit = True
-    await task
 
 
 def bearer(token: str) -> dict[str, str]:

@@ -6,7 +6,6 @@ before the test's own "now" and the assertions allow for the seconds a test take
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -25,9 +24,8 @@ from services.alert.sla.policies import SlaPolicy
 from services.alert.sla.store import sync_policies
 from shared.db.engine import make_sessionmaker
 from shared.events import ScoredMention, utcnow
-from shared.http import make_server
-from shared.ports import free_port
 from tests.factories import raw, scored
+from tests.live_server import live_server
 
 POLICY = SlaPolicy(targets={"P1": 600, "P2": 3600, "P3": 7200, "P4": None}, warn_at=[0.5])
 CASES = "/api/v1/cases"
@@ -86,26 +84,18 @@ async def api(engine: AsyncEngine) -> AsyncIterator[Api]:
             "admin": await create_token(s, "root", "admin"),
         }
 
-    port = free_port()
-    server, sock = make_server(create_api_app(sessions), "127.0.0.1", port, "case API")
-    task = asyncio.create_task(server.serve(sockets=[sock]))
-    try:
-        async with asyncio.timeout(10):
-            while not server.started:  # noqa: ASYNC110 (uvicorn offers only a flag)
-                await asyncio.sleep(0.01)
-        base = f"http://127.0.0.1:{port}"
-        async with httpx.AsyncClient(base_url=base, timeout=10) as c:
-            yield Api(
-                c,
-                sessions,
-                now,
-                _bearer(tokens["viewer"]),
-                _bearer(tokens["agent"]),
-                _bearer(tokens["admin"]),
-            )
-    finally:
-        server.should_exit = True
-        await task
+    async with (
+        live_server(create_api_app(sessions), "case API") as base,
+        httpx.AsyncClient(base_url=base, timeout=10) as c,
+    ):
+        yield Api(
+            c,
+            sessions,
+            now,
+            _bearer(tokens["viewer"]),
+            _bearer(tokens["agent"]),
+            _bearer(tokens["admin"]),
+        )
 
 
 def _kinds(detail: dict[str, Any]) -> list[str]:

@@ -33,8 +33,7 @@ from services.alert.api.app import create_api_app
 from shared.db.engine import make_sessionmaker
 from shared.db.models import Case, ResponseCycle, Team
 from shared.events import utcnow
-from shared.http import make_server
-from shared.ports import free_port
+from tests.live_server import live_server
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -159,19 +158,11 @@ async def live(engine: AsyncEngine) -> AsyncIterator[Live]:
     await _insert(sessions, all_specs)
     async with sessions() as s, s.begin():
         token = await create_token(s, "wallboard", "viewer")
-    port = free_port()
-    server, sock = make_server(create_api_app(sessions), "127.0.0.1", port, "dashboard API")
-    task = asyncio.create_task(server.serve(sockets=[sock]))
-    try:
-        async with asyncio.timeout(10):
-            while not server.started:  # noqa: ASYNC110 (uvicorn offers only a flag)
-                await asyncio.sleep(0.01)
-        base = f"http://127.0.0.1:{port}"
-        async with httpx.AsyncClient(base_url=base, timeout=10) as client:
-            yield Live(base, token, all_specs, client)
-    finally:
-        server.should_exit = True
-        await task
+    async with (
+        live_server(create_api_app(sessions), "dashboard API") as base,
+        httpx.AsyncClient(base_url=base, timeout=10) as client,
+    ):
+        yield Live(base, token, all_specs, client)
 
 
 def _need_chromium() -> None:

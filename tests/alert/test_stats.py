@@ -8,7 +8,6 @@ linear interpolation as percentile_cont), and compared with what the API answers
 
 from __future__ import annotations
 
-import asyncio
 import csv
 import io
 import statistics
@@ -33,8 +32,7 @@ from shared.config import get_settings
 from shared.db.engine import make_sessionmaker
 from shared.db.models import Case, Deadline, Mention, ResponseCycle, Team, TeamMember
 from shared.events import utcnow
-from shared.http import make_server
-from shared.ports import free_port
+from tests.live_server import live_server
 
 RT = "/api/v1/stats/response-times"
 TS = "/api/v1/stats/timeseries"
@@ -309,18 +307,11 @@ async def api(engine: AsyncEngine) -> AsyncIterator[Api]:
     async with sessions() as s, s.begin():
         token = await create_token(s, "wallboard", "viewer")
     app = create_api_app(sessions)
-    port = free_port()
-    server, sock = make_server(app, "127.0.0.1", port, "stats API")
-    task = asyncio.create_task(server.serve(sockets=[sock]))
-    try:
-        async with asyncio.timeout(10):
-            while not server.started:  # noqa: ASYNC110 (uvicorn offers only a flag)
-                await asyncio.sleep(0.01)
-        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=10) as c:
-            yield Api(c, sessions, app, all_specs, {"Authorization": f"Bearer {token}"})
-    finally:
-        server.should_exit = True
-        await task
+    async with (
+        live_server(app, "stats API") as base,
+        httpx.AsyncClient(base_url=base, timeout=10) as c,
+    ):
+        yield Api(c, sessions, app, all_specs, {"Authorization": f"Bearer {token}"})
 
 
 # ----- response times ---------------------------------------------------------------------

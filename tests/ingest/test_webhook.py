@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-import asyncio
 import json
 from collections.abc import AsyncIterator
 
@@ -13,10 +12,9 @@ from services.ingest.publisher import Publisher
 from services.ingest.sources.webhook import WEBHOOK_PATH, create_ingest_app
 from shared.config import Settings
 from shared.db.models import IngestedEvent
-from shared.http import make_server
-from shared.ports import free_port
 from shared.signing import SIGNATURE_HEADER, sign
 from tests.ingest.helpers import consume, has_external_id, mention_dict, parse
+from tests.live_server import live_server
 
 SECRET = "test-webhook-secret"
 
@@ -28,16 +26,11 @@ def signed(body: bytes, secret: str = SECRET) -> dict[str, str]:
 @pytest.fixture
 async def client(publisher: Publisher) -> AsyncIterator[httpx.AsyncClient]:
     """The app under a real uvicorn server on a free loopback port."""
-    port = free_port()
-    server, sock = make_server(create_ingest_app(lambda: publisher, SECRET), "127.0.0.1", port)
-    task = asyncio.create_task(server.serve(sockets=[sock]))
-    async with asyncio.timeout(10):
-        while not server.started:  # noqa: ASYNC110 (uvicorn offers only a flag)
-            await asyncio.sleep(0.01)
-    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=10) as c:
+    async with (
+        live_server(create_ingest_app(lambda: publisher, SECRET)) as base,
+        httpx.AsyncClient(base_url=base, timeout=10) as c,
+    ):
         yield c
-    server.should_exit = True
-    await task
 
 
 async def _ingested(engine: AsyncEngine) -> int:
