@@ -50,7 +50,9 @@ FILL = [
            'P' || (1 + g % 4),
            CAST(:t0 AS timestamptz) + (g * CAST(:step AS float8)) * interval '1 second',
            CASE WHEN g % 10 = 0 THEN NULL
-                ELSE CAST(:t0 AS timestamptz) + (g * CAST(:step AS float8) + 60 + (g * 7919) % 7200) * interval '1 second' END,
+                ELSE CAST(:t0 AS timestamptz)
+                     + (g * CAST(:step AS float8) + 60 + (g * 7919) % 7200)
+                     * interval '1 second' END,
            1, now(), now(), (ARRAY['en','it','et','es','de'])[1 + g % 5], g % 50 = 0, false
     FROM generate_series(CAST(:lo AS bigint), CAST(:hi AS bigint)) g
     """,
