@@ -27,8 +27,9 @@ test: setup
 	scripts/browser-up.sh
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	# Unbuffered, so a CI log shows how far the suite got even if it is cut off.
 	THIRDRING_TEST_POSTGRES_URL="$${THIRDRING_TEST_POSTGRES_URL:-$$(scripts/postgres-up.sh)}" \
-		$(BIN)/pytest -ra
+		PYTHONUNBUFFERED=1 $(BIN)/pytest -ra
 
 # Without the slow end-to-end tests.
 test-fast: setup

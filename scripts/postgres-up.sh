@@ -13,7 +13,8 @@ if ! command -v pg_ctlcluster >/dev/null; then
   exit 1
 fi
 if ! pg_lsclusters -h | grep -q ' online '; then
-  pg_ctlcluster --skip-systemctl-redirect 15 main start
+  # 3>&-: the server must not inherit the caller's capture pipe, or $(...) never returns.
+  pg_ctlcluster --skip-systemctl-redirect 15 main start 3>&-
 fi
 for _ in $(seq 1 30); do
   su postgres -c "psql -qtAc 'select 1'" >/dev/null 2>&1 && break
