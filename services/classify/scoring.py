@@ -20,6 +20,7 @@ from pydantic import ValidationError
 
 from services.classify.language import detect_languages
 from services.classify.model import default_model_dir
+from services.classify.model.adapter import short_hash
 from services.classify.model.encoder import Encoder
 from services.classify.model.heads import SENTIMENT_LABELS, Heads
 from services.classify.urgency import assess_urgency
@@ -49,7 +50,15 @@ class Classifier:
         self.heads = heads
         # The encoder backend is part of the version: int8 and fp32 embeddings differ a little.
         tag = getattr(encoder, "tag", "e5-small-q4")
-        self.model_version = f"{tag}+heads-{heads.short_hash}"
+        adapter = getattr(encoder, "adapter", None)
+        expected = (heads.meta.get("adapter") or {}).get("hash")
+        served = short_hash(adapter) if adapter is not None else None
+        if expected != served:
+            raise ValueError(
+                f"the heads were trained with adapter {expected} but the encoder runs {served}"
+            )
+        lora = f"+lora-{served}" if served else ""
+        self.model_version = f"{tag}{lora}+heads-{heads.short_hash}"
         trained_on = (heads.meta.get("encoder") or {}).get("tag")
         if trained_on and trained_on != tag:
             log.warning(
@@ -74,11 +83,19 @@ class Classifier:
         ``backend``: ``onnx`` (int8, the default) or ``torch``; ``None`` reads
         ``$THIRDRING_ENCODER_BACKEND``. The onnx path never imports torch.
         """
+        from services.classify.model.adapter import adapter_for
         from services.classify.model.prepare import prepare_encoder
 
-        model_dir = prepare_encoder(model_dir if model_dir is not None else default_model_dir())
-        encoder = Encoder(model_dir, threads=threads, backend=backend)
-        classifier = cls(encoder, Heads.load(heads_dir))
+        heads = Heads.load(heads_dir)
+        # The encoder tuned with these heads (None for heads on the frozen encoder).
+        adapter = adapter_for(heads_dir) if heads.meta.get("adapter") else None
+        if heads.meta.get("adapter") and adapter is None:
+            raise FileNotFoundError(f"heads in {heads_dir} name an adapter that is not there")
+        model_dir = prepare_encoder(
+            model_dir if model_dir is not None else default_model_dir(), adapter=adapter
+        )
+        encoder = Encoder(model_dir, threads=threads, backend=backend, adapter=adapter)
+        classifier = cls(encoder, heads)
         if warm_up:
             classifier.warm_up()
         return classifier

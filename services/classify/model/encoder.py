@@ -10,6 +10,8 @@ Two backends give the same ``encode(texts) -> np.ndarray`` (mean-pooled, L2-norm
   against; heads trained before the int8 export were fitted on it).
 
 Pick one with ``Encoder(backend=...)`` or ``$THIRDRING_ENCODER_BACKEND`` (``onnx`` | ``torch``).
+With a fine-tuning ``adapter`` (``lora.py``; by default the one shipped beside the heads) the
+onnx backend runs the int8 file exported with it merged and the torch backend merges it on load.
 The embeddings differ slightly between backends (cosine ~0.99), so heads should be trained on
 the backend that serves them; ``Encoder.tag`` names it in the ``model_version``.
 """
@@ -20,7 +22,7 @@ import os
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
@@ -101,8 +103,11 @@ class Encoder:
         max_tokens: int | None = DEFAULT_MAX_TOKENS,
         threads: int | None = None,
         prefix: str = QUERY_PREFIX,
+        adapter: Path | Literal["shipped"] | None = "shipped",
     ) -> None:
         from tokenizers import Tokenizer
+
+        from services.classify.model.adapter import adapter_for
 
         self.backend = (backend or default_backend()).strip().lower()
         if self.backend not in BACKENDS:
@@ -118,6 +123,7 @@ class Encoder:
         self.max_tokens = max_tokens
         self.prefix = prefix
         self.threads = threads or default_threads()
+        self.adapter = adapter_for() if adapter == "shipped" else adapter
         # The raw `tokenizers` object is what AutoTokenizer wraps (the test checks they agree);
         # using it directly skips per-call Python overhead and half of AutoTokenizer's memory.
         self.tokenizer = Tokenizer.from_file(str(self.model_dir / "tokenizer.json"))
@@ -142,12 +148,13 @@ class Encoder:
 
         import onnxruntime as ort
 
-        from services.classify.model.onnx_export import ONNX_INT8
+        from services.classify.model.onnx_export import onnx_filename
 
-        path = self.model_dir / ONNX_INT8
+        name = onnx_filename(self.adapter)
+        path = self.model_dir / name
         if not path.is_file():
             raise FileNotFoundError(
-                f"no {ONNX_INT8} in {self.model_dir}: run `thirdring model prepare` "
+                f"no {name} in {self.model_dir}: run `thirdring model prepare` "
                 "(or set THIRDRING_ENCODER_BACKEND=torch)"
             )
         # One thread per run and `threads` runs at once (different length buckets in parallel):
@@ -172,6 +179,10 @@ class Encoder:
         hf_logging.disable_progress_bar()
         torch.set_num_threads(self.threads)
         self.model = AutoModel.from_pretrained(self.model_dir).eval()
+        if self.adapter is not None:
+            from services.classify.model.lora import merge_into
+
+            merge_into(self.model, self.adapter)
         self.dim = int(self.model.config.hidden_size)
 
     def tokenize(self, texts: Sequence[str]) -> tuple[list[list[int]], np.ndarray]:

@@ -124,6 +124,9 @@ class Heads:
         tag``: ``e5-small-q4`` torch fp32, ``e5-small-int8`` onnx), as ``Classifier`` names it.
         """
         tag = self.meta.get("encoder", {}).get("tag") or ENCODER_TAG
+        adapter = self.meta.get("adapter", {}).get("hash")
+        if adapter:  # fine-tuned encoder: the adapter is part of the model too
+            tag = f"{tag}+lora-{adapter}"
         return f"{tag}+heads-{self.short_hash}"
 
     def save(self, out_dir: Path) -> Path:

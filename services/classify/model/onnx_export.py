@@ -9,6 +9,9 @@ never imports torch; this module is the only place that needs torch for it, and 
   weights and the word-embedding ``Gather`` quantized to int8 (``quantize_dynamic``,
   per-channel QInt8; activations are quantized at run time).
 - ``thirdring-onnx.json``: the recipe, so a changed recipe rebuilds the file.
+- ``model.lora-<hash>.int8.onnx`` (+ ``.json``): the same with a fine-tuning adapter
+  (``lora.py``) merged into the weights first; the hash is the adapter file's, so heads and
+  the encoder tuned with them always go together and several can sit side by side.
 
 The fp32 export is an intermediate in a temporary file (470 MB, not kept). The int8 file is
 written to a temporary name and renamed into place, so a crash never leaves a half-written
@@ -30,27 +33,43 @@ import tempfile
 import time
 from pathlib import Path
 
+from services.classify.model.adapter import short_hash
+
 ONNX_FP32 = "model.onnx"
 ONNX_INT8 = "model.int8.onnx"
 ONNX_MARKER = "thirdring-onnx.json"
 # Bump when the export or the quantisation recipe changes so old files are rebuilt.
-ONNX_FORMAT_VERSION = 1
+ONNX_FORMAT_VERSION = 2
 OPSET = 17
 # MatMul: the Linear layers (the speed); Gather: the 250k x 384 word embedding (the memory).
 QUANT_OP_TYPES = ("MatMul", "Gather")
 PER_CHANNEL = True
 
 
-def onnx_ready(model_dir: Path) -> bool:
-    """True when ``model_dir`` holds the int8 model of the current recipe."""
+def onnx_filename(adapter: Path | None = None) -> str:
+    """The int8 model's file name: the base encoder's, or the one with ``adapter`` merged."""
+    return ONNX_INT8 if adapter is None else f"model.lora-{short_hash(adapter)}.int8.onnx"
+
+
+def _marker(model_dir: Path, adapter: Path | None) -> Path:
+    return model_dir / (ONNX_MARKER if adapter is None else onnx_filename(adapter) + ".json")
+
+
+def onnx_ready(model_dir: Path, adapter: Path | None = None) -> bool:
+    """True when ``model_dir`` holds the int8 model (with ``adapter``) of the current recipe."""
     try:
-        info = json.loads((model_dir / ONNX_MARKER).read_text())
+        info = json.loads(_marker(model_dir, adapter).read_text())
     except (OSError, ValueError):
         return False
-    return info.get("format_version") == ONNX_FORMAT_VERSION and (model_dir / ONNX_INT8).is_file()
+    return (
+        info.get("format_version") == ONNX_FORMAT_VERSION
+        and (model_dir / onnx_filename(adapter)).is_file()
+    )
 
 
-def export_in_subprocess(model_dir: Path, *, force: bool = False) -> Path:
+def export_in_subprocess(
+    model_dir: Path, *, force: bool = False, adapter: Path | None = None
+) -> Path:
     """:func:`export_onnx` in a child Python, so the caller never imports torch.
 
     A serving process that prepares its model on first start stays torch-free (and the
@@ -60,15 +79,18 @@ def export_in_subprocess(model_dir: Path, *, force: bool = False) -> Path:
     import sys
 
     model_dir = Path(model_dir)
-    if not force and onnx_ready(model_dir):
-        return model_dir / ONNX_INT8
+    target = model_dir / onnx_filename(adapter)
+    if not force and onnx_ready(model_dir, adapter):
+        return target
     cmd = [sys.executable, "-m", "services.classify.model.onnx_export", str(model_dir)]
     if force:
         cmd.append("--force")
+    if adapter is not None:
+        cmd += ["--adapter", str(adapter)]
     done = subprocess.run(cmd, capture_output=True, text=True, check=False)
-    if done.returncode != 0 or not onnx_ready(model_dir):
+    if done.returncode != 0 or not onnx_ready(model_dir, adapter):
         raise RuntimeError(f"ONNX export failed ({done.returncode}):\n{done.stderr[-4000:]}")
-    return model_dir / ONNX_INT8
+    return target
 
 
 def _tmp_name(target: Path) -> Path:
@@ -77,12 +99,16 @@ def _tmp_name(target: Path) -> Path:
     return Path(name)
 
 
-def export_fp32(model_dir: Path, out: Path) -> None:
+def export_fp32(model_dir: Path, out: Path, adapter: Path | None = None) -> None:
     """``torch.onnx.export`` of the transformers model (TorchScript exporter, opset 17)."""
     import torch
     from transformers import AutoModel
 
     model = AutoModel.from_pretrained(model_dir, attn_implementation="eager").eval()
+    if adapter is not None:
+        from services.classify.model.lora import merge_into
+
+        merge_into(model, adapter)
     model.config.return_dict = True
     ids = torch.tensor([[0, 41, 42, 43, 2], [0, 41, 42, 2, 1]], dtype=torch.int64)
     mask = (ids != 1).to(torch.int64)
@@ -126,17 +152,17 @@ def quantize_int8(src: Path, out: Path) -> None:
     )
 
 
-def export_onnx(model_dir: Path, *, force: bool = False) -> Path:
-    """Write ``model.int8.onnx`` into ``model_dir`` (idempotent); returns its path."""
+def export_onnx(model_dir: Path, *, force: bool = False, adapter: Path | None = None) -> Path:
+    """Write the int8 model (``adapter`` merged, if given) into ``model_dir`` (idempotent)."""
     model_dir = Path(model_dir)
-    int8 = model_dir / ONNX_INT8
-    if not force and onnx_ready(model_dir):
+    int8 = model_dir / onnx_filename(adapter)
+    if not force and onnx_ready(model_dir, adapter):
         return int8
     started = time.perf_counter()
     tmp_fp32 = _tmp_name(model_dir / ONNX_FP32)
     tmp_int8 = _tmp_name(int8)
     try:
-        export_fp32(model_dir, tmp_fp32)
+        export_fp32(model_dir, tmp_fp32, adapter)
         quantize_int8(tmp_fp32, tmp_int8)
         tmp_int8.chmod(0o644)
         tmp_int8.replace(int8)
@@ -152,12 +178,14 @@ def export_onnx(model_dir: Path, *, force: bool = False) -> Path:
             "per_channel": PER_CHANNEL,
             "op_types": list(QUANT_OP_TYPES),
         },
+        "adapter": None if adapter is None else {"path": str(adapter), "hash": short_hash(adapter)},
         "seconds": round(time.perf_counter() - started, 1),
     }
-    tmp_marker = _tmp_name(model_dir / ONNX_MARKER)
+    marker_path = _marker(model_dir, adapter)
+    tmp_marker = _tmp_name(marker_path)
     tmp_marker.write_text(json.dumps(marker, indent=2) + "\n")
     tmp_marker.chmod(0o644)
-    tmp_marker.replace(model_dir / ONNX_MARKER)
+    tmp_marker.replace(marker_path)
     return int8
 
 
@@ -170,12 +198,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("model_dir", nargs="?", type=Path, default=None)
     parser.add_argument("--force", action="store_true")
+    parser.add_argument("--adapter", type=Path, default=None, help="LoRA adapter to merge")
     args = parser.parse_args()
     import warnings
 
     warnings.filterwarnings("ignore")  # the TorchScript exporter's deprecation/tracer notes
     logging.getLogger().setLevel(logging.ERROR)  # quantize_dynamic's "run pre-processing"
-    print(export_onnx(args.model_dir or default_model_dir(), force=args.force))
+    print(
+        export_onnx(args.model_dir or default_model_dir(), force=args.force, adapter=args.adapter)
+    )
 
 
 if __name__ == "__main__":

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from importlib import resources
 from importlib.metadata import version
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 
@@ -213,22 +214,30 @@ def is_prepared(target_dir: Path) -> bool:
 
 
 def prepare_encoder(
-    target_dir: Path | None = None, *, force: bool = False, export_onnx: bool = True
+    target_dir: Path | None = None,
+    *,
+    force: bool = False,
+    export_onnx: bool = True,
+    adapter: Path | Literal["shipped"] | None = "shipped",
 ) -> Path:
     """Write the transformers model directory (idempotent, atomic) and return its path.
 
     Built in a temporary sibling directory and renamed into place, so a crash or a concurrent
     run never leaves a half-written model that a worker would then load. Then the int8 ONNX
     model the service runs is exported into it (``onnx_export``; in a child process, so the
-    caller never imports torch; about 30 s the first time, nothing when it is there).
+    caller never imports torch; about 30 s the first time, nothing when it is there), with
+    ``adapter`` merged: by default the fine-tuning adapter shipped beside the heads; ``None``
+    for the plain base encoder.
     """
     target = Path(target_dir) if target_dir is not None else default_model_dir()
     if force or not is_prepared(target):
         _prepare_transformers(target, force=force)
     if export_onnx:
+        from services.classify.model.adapter import adapter_for
         from services.classify.model.onnx_export import export_in_subprocess
 
-        export_in_subprocess(target, force=force)
+        chosen = adapter_for() if adapter == "shipped" else adapter
+        export_in_subprocess(target, force=force, adapter=chosen)
     return target
 
 

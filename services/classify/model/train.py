@@ -233,8 +233,9 @@ def make_encoder(
     model_dir: Path, *, threads: int | None = None, backend: str | None = None
 ) -> Encoder:
     """The ``Encoder`` the service builds: ``backend``, else ``$THIRDRING_ENCODER_BACKEND``,
-    else the serving default (onnx int8), exactly as ``Classifier.load`` does."""
-    return Encoder(model_dir, threads=threads, backend=backend)
+    else the serving default (onnx int8), exactly as ``Classifier.load`` does, but always the
+    base encoder: linear heads are the frozen-encoder method (no adapter)."""
+    return Encoder(model_dir, threads=threads, backend=backend, adapter=None)
 
 
 def encoder_backend(encoder: Encoder) -> str:
@@ -393,7 +394,9 @@ def train_heads(
 
     console = Console(stderr=True, quiet=not progress)
     data_dir = Path(data_dir)
-    model_dir = prepare_encoder(model_dir if model_dir is not None else default_model_dir())
+    model_dir = prepare_encoder(
+        model_dir if model_dir is not None else default_model_dir(), adapter=None
+    )
     encoder = make_encoder(model_dir, threads=threads, backend=backend)
     backend_name = encoder_backend(encoder)
     cache = EmbeddingCache(

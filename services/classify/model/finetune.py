@@ -1,0 +1,367 @@
+"""Fine-tune the encoder with LoRA adapters and the three heads together (multi-task).
+
+``thirdring model train`` (the default method) runs this: the prepared base e5-small in fp32
+torch gets rank-8 adapters on every linear layer of its 12 blocks (``adapter.py``; word
+embeddings and all base weights frozen) and the sentiment, complaint and severity heads sit
+on its mean-pooled, L2-normalised embedding (the serving recipe). One epoch visits every
+sentiment batch of the 8 UMSAB languages once and the complaint and severity batches
+``COMPLAINT_PASSES`` times (they are small), in one shuffled order of length-bucketed batches
+of 32; AdamW, linear warm-up then linear decay.
+
+Validation (never trained on): the UMSAB ``val`` files per language, and a seeded 20% of
+X-CI ``train.csv`` stratified by severity level (complaint: all of it; severity: its complaint
+rows). Scores are measured after every epoch in fp32 and recorded in ``heads.json``; the shipped
+numbers of the served int8 model come from ``thirdring model evaluate``.
+
+Output, beside each other in the heads directory: ``adapter.safetensors`` (2.6 MB) and the
+heads (``heads.safetensors``/``heads.json``, the logit scale folded into the weights so
+serving stays ``softmax(x @ W.T + b)``).
+"""
+
+from __future__ import annotations
+
+import csv
+import random
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from services.classify.model import lora
+from services.classify.model.encoder import QUERY_PREFIX
+from services.classify.model.heads import (
+    COMPLAINT_LABELS,
+    SENTIMENT_LABELS,
+    SEVERITY_LABELS,
+    Heads,
+    LinearHead,
+)
+from services.classify.model.train import (
+    SEED,
+    files_sha256,
+    load_sentiment,
+    macro_f1,
+    stratified_holdout,
+)
+
+# Logits are this times the cosine-like score of a unit embedding: without it a head on
+# L2-normalised inputs needs huge weights to be confident. Folded into the saved weights.
+LOGIT_SCALE = 20.0
+COMPLAINT_PASSES = 3
+
+
+@dataclass(frozen=True)
+class TuneConfig:
+    """The training recipe; recorded in ``heads.json`` so a run can be reproduced."""
+
+    epochs: int = 2
+    batch_size: int = 32
+    max_length: int = 64
+    rank: int = 8
+    alpha: float = 16.0
+    dropout: float = 0.1
+    lr_adapter: float = 5e-4
+    lr_heads: float = 3e-3
+    weight_decay: float = 0.01
+    warmup_fraction: float = 0.06
+    seed: int = SEED
+    threads: int = 0  # 0: every core
+
+
+@dataclass
+class TaskData:
+    """Token ids and labels of one task's training or validation rows."""
+
+    name: str
+    ids: list[list[int]]
+    labels: np.ndarray
+    groups: list[str]  # language for sentiment, the task name otherwise
+
+
+def load_xci(data_dir: Path, limit: int | None = None) -> tuple[list[str], np.ndarray]:
+    """X-CI ``train.csv``: texts and severity 0..4 (0 = no complaint)."""
+    with (data_dir / "complaints-xci" / "train.csv").open(encoding="utf-8", newline="") as fh:
+        rows = [
+            (r["text"], int(r["severity"]) if int(r["complaint"]) else 0)
+            for r in csv.DictReader(fh)
+        ]
+    if limit is not None:  # every level even in a smoke subset
+        rows = [r for lvl in range(5) for r in [x for x in rows if x[1] == lvl][:limit]]
+    return [r[0] for r in rows], np.asarray([r[1] for r in rows], dtype=np.int64)
+
+
+class MultiTaskModel(nn.Module):
+    """The adapted encoder and one linear head per task on its pooled embedding."""
+
+    def __init__(self, encoder: nn.Module, dim: int) -> None:
+        super().__init__()
+        self.encoder = encoder
+        self.heads = nn.ModuleDict(
+            {
+                "sentiment": nn.Linear(dim, len(SENTIMENT_LABELS)),
+                "complaint": nn.Linear(dim, len(COMPLAINT_LABELS)),
+                "severity": nn.Linear(dim, len(SEVERITY_LABELS)),
+            }
+        )
+
+    def embed(self, input_ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        hidden = self.encoder(input_ids=input_ids, attention_mask=mask).last_hidden_state
+        weights = mask.unsqueeze(-1).to(hidden.dtype)
+        pooled = (hidden * weights).sum(1) / weights.sum(1).clamp(min=1.0)
+        return nn.functional.normalize(pooled, dim=-1)
+
+    def forward(self, task: str, input_ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        return self.heads[task](self.embed(input_ids, mask) * LOGIT_SCALE)
+
+
+def pad(ids: Sequence[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """A right-padded batch and its attention mask."""
+    width = max(len(x) for x in ids)
+    batch = torch.full((len(ids), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(ids), width), dtype=torch.long)
+    for row, x in enumerate(ids):
+        batch[row, : len(x)] = torch.tensor(x)
+        mask[row, : len(x)] = 1
+    return batch, mask
+
+
+def bucketed_batches(
+    lengths: Sequence[int], batch_size: int, rng: random.Random
+) -> list[list[int]]:
+    """Shuffled batches of similar length: shuffle, sort within windows of 50 batches, cut."""
+    order = list(range(len(lengths)))
+    rng.shuffle(order)
+    window = batch_size * 50
+    batches = []
+    for start in range(0, len(order), window):
+        chunk = sorted(order[start : start + window], key=lambda i: lengths[i])
+        batches += [chunk[i : i + batch_size] for i in range(0, len(chunk), batch_size)]
+    return batches
+
+
+def class_weights(labels: np.ndarray, n_classes: int) -> torch.Tensor:
+    """Inverse-frequency weights (mean 1), the same balancing as the linear heads."""
+    counts = np.bincount(labels, minlength=n_classes).astype(np.float64)
+    weights = counts.sum() / np.maximum(counts, 1.0) / n_classes
+    return torch.tensor(weights, dtype=torch.float32)
+
+
+@torch.inference_mode()
+def predict(model: MultiTaskModel, task: str, data: TaskData, pad_id: int) -> np.ndarray:
+    """Argmax predictions of one head over ``data`` (eval mode, batches of 64 by length)."""
+    model.eval()
+    order = sorted(range(len(data.ids)), key=lambda i: len(data.ids[i]))
+    out = np.zeros(len(order), dtype=np.int64)
+    for start in range(0, len(order), 64):
+        idx = order[start : start + 64]
+        batch, mask = pad([data.ids[i] for i in idx], pad_id)
+        out[idx] = model(task, batch, mask).argmax(-1).numpy()
+    model.train()
+    return out
+
+
+def validate(
+    model: MultiTaskModel, val: dict[str, TaskData], pad_id: int
+) -> dict[str, dict[str, float]]:
+    """Macro-F1 (%) per task and group: ``{"sentiment": {"english": 70.1, ...}, ...}``."""
+    scores: dict[str, dict[str, float]] = {}
+    for task, data in val.items():
+        pred = predict(model, task, data, pad_id)
+        n = int(model.heads[task].out_features)
+        groups = sorted(set(data.groups))
+        scores[task] = {}
+        for group in groups:
+            sel = np.asarray([g == group for g in data.groups])
+            scores[task][group] = round(100 * macro_f1(data.labels[sel], pred[sel], n), 1)
+    return scores
+
+
+def finetune(
+    data_dir: Path,
+    base_dir: Path,
+    out_dir: Path,
+    *,
+    config: TuneConfig | None = None,
+    limit: int | None = None,
+    log: Callable[[str], None] = print,
+    progress: Callable[[int, int], None] | None = None,
+) -> dict[str, Any]:
+    """Train adapters and heads; write them to ``out_dir``; return the heads' meta."""
+    from tokenizers import Tokenizer
+    from transformers import AutoModel
+    from transformers.utils import logging as hf_logging
+
+    cfg = config or TuneConfig()
+    hf_logging.disable_progress_bar()
+    torch.manual_seed(cfg.seed)
+    rng = random.Random(cfg.seed)
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+
+    tokenizer = Tokenizer.from_file(str(base_dir / "tokenizer.json"))
+    tokenizer.enable_truncation(max_length=cfg.max_length)
+    tokenizer.no_padding()
+    pad_id = int(tokenizer.token_to_id("<pad>"))
+
+    def tok(texts: list[str]) -> list[list[int]]:
+        return [e.ids for e in tokenizer.encode_batch([QUERY_PREFIX + t for t in texts])]
+
+    train: dict[str, TaskData] = {}
+    val: dict[str, TaskData] = {}
+    sentiment = load_sentiment(data_dir, limit=limit)
+    for split, target in (("train", train), ("val", val)):
+        texts, labels, groups = [], [], []
+        for lang, splits in sentiment.items():
+            texts += splits[split].texts
+            labels.append(splits[split].labels)
+            groups += [lang] * len(splits[split].texts)
+        target["sentiment"] = TaskData("sentiment", tok(texts), np.concatenate(labels), groups)
+
+    xci_texts, severity = load_xci(data_dir, limit=limit)
+    fit_idx, hold_idx = stratified_holdout(severity, seed=cfg.seed)
+    xci_ids = tok(xci_texts)
+    for idx, target in ((fit_idx, train), (hold_idx, val)):
+        comp = (severity[idx] > 0).astype(np.int64)
+        ids = [xci_ids[i] for i in idx]
+        target["complaint"] = TaskData("complaint", ids, comp, ["xci"] * len(ids))
+        sev_rows = [j for j, i in enumerate(idx) if severity[i] > 0]
+        target["severity"] = TaskData(
+            "severity",
+            [ids[j] for j in sev_rows],
+            severity[idx][sev_rows] - 1,
+            ["xci"] * len(sev_rows),
+        )
+
+    encoder = AutoModel.from_pretrained(base_dir)
+    adapted = lora.inject(encoder, rank=cfg.rank, alpha=cfg.alpha, dropout=cfg.dropout)
+    dim = int(encoder.config.hidden_size)
+    model = MultiTaskModel(encoder, dim)
+    model.train()
+    losses = {
+        task: nn.CrossEntropyLoss(
+            weight=class_weights(data.labels, model.heads[task].out_features)
+            if task != "sentiment"
+            else None
+        )
+        for task, data in train.items()
+    }
+    adapter_params = [p for n, p in model.named_parameters() if "lora_" in n]
+    head_params = list(model.heads.parameters())
+    optimizer = torch.optim.AdamW(
+        [
+            {"params": adapter_params, "lr": cfg.lr_adapter},
+            {"params": head_params, "lr": cfg.lr_heads},
+        ],
+        weight_decay=cfg.weight_decay,
+    )
+
+    def epoch_plan() -> list[tuple[str, list[int]]]:
+        plan: list[tuple[str, list[int]]] = []
+        for task, data in train.items():
+            passes = 1 if task == "sentiment" else COMPLAINT_PASSES
+            lengths = [len(x) for x in data.ids]
+            for _ in range(passes):
+                plan += [(task, b) for b in bucketed_batches(lengths, cfg.batch_size, rng)]
+        rng.shuffle(plan)
+        return plan
+
+    steps_per_epoch = len(epoch_plan())
+    total = steps_per_epoch * cfg.epochs
+    warmup = max(1, int(total * cfg.warmup_fraction))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer,
+        lambda s: min((s + 1) / warmup, max(0.0, (total - s) / max(1, total - warmup))),
+    )
+    n_trainable = sum(p.numel() for p in adapter_params)
+    log(
+        f"fine-tuning: {adapted} adapted layers, {n_trainable:,} adapter weights, "
+        f"{total} steps ({cfg.epochs} epochs x {steps_per_epoch})"
+    )
+
+    def write(target: Path) -> dict[str, Any]:
+        """Adapter and heads (with the history so far) into ``target``; returns the meta."""
+        target.mkdir(parents=True, exist_ok=True)
+        adapter_hash = lora.save(
+            encoder, target / lora.ADAPTER_FILE, rank=cfg.rank, alpha=cfg.alpha
+        )
+
+        def head(name: str, labels: tuple[str, ...]) -> LinearHead:
+            linear = model.heads[name]
+            return LinearHead(
+                name=name,
+                labels=labels,
+                weight=(linear.weight.detach() * LOGIT_SCALE).numpy().astype(np.float32),
+                bias=linear.bias.detach().numpy().astype(np.float32),
+            )
+
+        meta = {
+            "method": "LoRA fine-tuning of the encoder with multi-task linear heads (finetune.py)",
+            "adapter": {"file": lora.ADAPTER_FILE, "hash": adapter_hash, "layers": adapted},
+            "encoder": {
+                "tag": "e5-small-int8",
+                "backend": "onnx",
+                "max_length": cfg.max_length,
+                "prefix": QUERY_PREFIX,
+                "pooling": "mean, L2-normalised",
+            },
+            "config": asdict(cfg),
+            "history": list(history),
+            "val_macro_f1": history[-1]["val_macro_f1"] if history else {},
+            "training_data": {
+                "sha256": files_sha256(sources),
+                "limit": limit,
+                "complaint_holdout": {"fraction": 0.2, "seed": cfg.seed, "by": "severity"},
+            },
+            "trained_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        }
+        heads = Heads(
+            sentiment=head("sentiment", SENTIMENT_LABELS),
+            complaint=head("complaint", COMPLAINT_LABELS),
+            severity=head("severity", SEVERITY_LABELS),
+            meta=meta,
+        )
+        heads.save(target)
+        return heads.meta
+
+    sources = sorted((data_dir / "sentiment-umsab").rglob("train_*.txt"))
+    sources.append(data_dir / "complaints-xci" / "train.csv")
+    history: list[dict[str, Any]] = []
+    step = 0
+    started = time.monotonic()
+    for epoch in range(1, cfg.epochs + 1):
+        running = {task: [] for task in train}
+        for task, batch_idx in epoch_plan():
+            data = train[task]
+            batch, mask = pad([data.ids[i] for i in batch_idx], pad_id)
+            target = torch.from_numpy(data.labels[batch_idx])
+            loss = losses[task](model(task, batch, mask), target)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(adapter_params + head_params, 1.0)
+            optimizer.step()
+            scheduler.step()
+            running[task].append(loss.item())
+            step += 1
+            if progress is not None:
+                progress(step, total)
+        scores = validate(model, val, pad_id)
+        entry = {
+            "epoch": epoch,
+            "loss": {t: round(float(np.mean(v)), 4) for t, v in running.items() if v},
+            "val_macro_f1": scores,
+            "minutes": round((time.monotonic() - started) / 60, 1),
+        }
+        history.append(entry)
+        log(f"epoch {epoch}: {entry}")
+        if epoch < cfg.epochs:  # a checkpoint per epoch, to compare or to fall back on
+            write(out_dir / f"epoch-{epoch}")
+    meta = write(out_dir)
+    minutes = (time.monotonic() - started) / 60
+    log(f"wrote {out_dir} ({meta['model_version']}) in {minutes:.0f} min")
+    return meta

@@ -1,0 +1,62 @@
+"""LoRA adapters: what is trained is what is served once merged into the base weights."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from transformers import BertConfig, BertModel
+
+from services.classify.model import lora
+
+
+def tiny_bert(layers: int = 2) -> BertModel:
+    torch.manual_seed(0)
+    config = BertConfig(
+        vocab_size=50,
+        hidden_size=32,
+        num_hidden_layers=layers,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=16,
+    )
+    return BertModel(config).eval()
+
+
+def hidden(model: BertModel, ids: torch.Tensor) -> torch.Tensor:
+    with torch.no_grad():
+        return model(input_ids=ids, attention_mask=torch.ones_like(ids)).last_hidden_state
+
+
+def test_merged_base_equals_adapted_model(tmp_path: Path) -> None:
+    ids = torch.tensor([[1, 5, 7, 9, 2]])
+    base = tiny_bert()
+    before = hidden(base, ids)
+    adapted = tiny_bert()
+    count = lora.inject(adapted, rank=4, alpha=8.0, dropout=0.0)
+    assert count == 2 * len(lora.TARGETS)  # every target layer of both blocks
+    trainable = [n for n, p in adapted.named_parameters() if p.requires_grad]
+    assert trainable and all("lora_" in n for n in trainable)  # the base stays frozen
+    with torch.no_grad():
+        for module in adapted.modules():
+            if isinstance(module, lora.LoRALinear):
+                module.lora_B.normal_(0, 0.5)  # as if trained (B starts at zero)
+    tuned = hidden(adapted, ids)
+    assert not torch.allclose(tuned, before, atol=1e-3)
+
+    path = tmp_path / lora.ADAPTER_FILE
+    lora.save(adapted, path, rank=4, alpha=8.0)
+    served = tiny_bert()
+    info = lora.merge_into(served, path)
+    assert info == {"layers": count, "rank": 4, "alpha": 8.0}
+    assert torch.allclose(hidden(served, ids), tuned, atol=1e-5)
+
+
+def test_merge_refuses_an_adapter_for_another_model(tmp_path: Path) -> None:
+    adapted = tiny_bert(layers=1)
+    lora.inject(adapted, rank=2)
+    path = tmp_path / lora.ADAPTER_FILE
+    lora.save(adapted, path, rank=2, alpha=16.0)
+    with pytest.raises(ValueError, match="covers 6 of 12 layers"):
+        lora.merge_into(tiny_bert(layers=2), path)
