@@ -10,20 +10,12 @@ request fail with 500.
 from __future__ import annotations
 
 import copy
-import json
-import threading
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, urlencode, urlsplit
+from urllib.parse import urlencode
 
-FIXTURES = Path(__file__).parent / "fixtures" / "mastodon"
-
-
-def load_fixture(name: str) -> dict[str, Any]:
-    return json.loads((FIXTURES / name).read_text())
+from tests.ingest.fixture_server import FixtureServer, Request, load_fixture
 
 
 def _key(value: str) -> tuple[int, str]:
@@ -31,49 +23,25 @@ def _key(value: str) -> tuple[int, str]:
 
 
 @dataclass
-class Request:
-    path: str
-    query: dict[str, list[str]]
-    headers: dict[str, str]
-    at: float
-
-
-@dataclass
-class MastodonServer:
+class MastodonServer(FixtureServer):
     token: str | None = None
     statuses: dict[str, dict[str, Any]] = field(default_factory=dict)
     notifications: list[dict[str, Any]] = field(default_factory=list)
     accounts: list[dict[str, Any]] = field(default_factory=list)
-    # path prefix -> queued answers (status, headers) given before normal service
-    fail: dict[str, list[tuple[int, dict[str, str]]]] = field(default_factory=dict)
-    down: bool = False
-    requests: list[Request] = field(default_factory=list)
     # statuses that exist (for /context) but are in no timeline
     hidden: set[str] = field(default_factory=set)
-    _server: ThreadingHTTPServer | None = None
-    _lock: threading.Lock = field(default_factory=threading.Lock)
     _calls: int = 0
 
     @classmethod
     def with_fixtures(cls, token: str | None = None) -> MastodonServer:
-        doc = load_fixture("statuses.json")
+        doc = load_fixture("mastodon", "statuses.json")
         server = cls(token=token, accounts=doc["accounts"])
         for s in doc["statuses"]:
             server.statuses[s["id"]] = s
-        server.notifications = load_fixture("notifications.json")["notifications"]
+        server.notifications = load_fixture("mastodon", "notifications.json")["notifications"]
         return server
 
     # -- test helpers --
-
-    @property
-    def url(self) -> str:
-        assert self._server is not None
-        host, port = self._server.server_address[:2]
-        return f"http://{host}:{port}"
-
-    @property
-    def host(self) -> str:
-        return urlsplit(self.url).netloc
 
     def add_status(self, template: dict[str, Any], status_id: str, **changes: Any) -> dict:
         with self._lock:
@@ -82,48 +50,7 @@ class MastodonServer:
             self.statuses[status_id] = s
             return s
 
-    def paths(self, prefix: str = "") -> list[Request]:
-        with self._lock:
-            return [r for r in self.requests if r.path.startswith(prefix)]
-
-    # -- serving --
-
-    def start(self) -> MastodonServer:
-        state = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:
-                import time
-
-                parts = urlsplit(self.path)
-                query = parse_qs(parts.query)
-                headers = {k.lower(): v for k, v in self.headers.items()}
-                with state._lock:
-                    state.requests.append(Request(parts.path, query, headers, time.monotonic()))
-                    answer = state._answer(parts.path, query, headers)
-                status, extra, body = answer
-                payload = json.dumps(body).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json; charset=utf-8")
-                self.send_header("Content-Length", str(len(payload)))
-                for k, v in extra.items():
-                    self.send_header(k, v)
-                self.end_headers()
-                self.wfile.write(payload)
-
-            def log_message(self, *args: object) -> None:
-                pass
-
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        threading.Thread(target=self._server.serve_forever, daemon=True).start()
-        return self
-
-    def stop(self) -> None:
-        if self._server:
-            self._server.shutdown()
-            self._server.server_close()
-
-    def _rate_headers(self) -> dict[str, str]:
+    def rate_headers(self) -> dict[str, str]:
         self._calls += 1
         reset = (datetime.now(UTC) + timedelta(minutes=5)).isoformat().replace("+00:00", "Z")
         return {
@@ -132,16 +59,9 @@ class MastodonServer:
             "X-RateLimit-Reset": reset,
         }
 
-    def _answer(
-        self, path: str, query: dict[str, list[str]], headers: dict[str, str]
-    ) -> tuple[int, dict[str, str], Any]:
-        if self.down:
-            return 500, {}, {"error": "Internal Server Error"}
-        for prefix, queue in self.fail.items():
-            if path.startswith(prefix) and queue:
-                status, extra = queue.pop(0)
-                return status, {**self._rate_headers(), **extra}, {"error": f"HTTP {status}"}
-        rate = self._rate_headers()
+    def answer(self, request: Request) -> tuple[int, dict[str, str], Any]:
+        path, query, headers = request.path, request.query, request.headers
+        rate = self.rate_headers()
         authed = self.token is not None and headers.get("authorization") == f"Bearer {self.token}"
         visible = [s for sid, s in self.statuses.items() if sid not in self.hidden]
 

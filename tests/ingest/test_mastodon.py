@@ -10,13 +10,20 @@ import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.ingest.cursors import CursorStore
-from services.ingest.listening import Brand, SourceSpec
-from services.ingest.poller import Poller
+from services.ingest.listening import Brand
 from services.ingest.publisher import Publisher
-from services.ingest.sources.http import SourceError, SourceUnavailable
+from services.ingest.sources.http import SourceError
 from services.ingest.sources.mastodon import MastodonSource, html_to_text
 from shared.config import Settings
 from shared.events import DeadLetter, RawMention
+from tests.ingest.fixture_server import (
+    fetch_after_429_and_500,
+    give_up_when_down,
+    make_poller,
+    map_items,
+    restart_midway,
+)
+from tests.ingest.fixture_server import make_source as make_source_for
 from tests.ingest.helpers import at_least, consume, consume_topic, parse
 from tests.ingest.mastodon_server import MastodonServer
 
@@ -39,29 +46,7 @@ BRAND = Brand(
 def make_source(
     server: MastodonServer, name: str = "masto", brand: Brand = BRAND, **settings: Any
 ) -> MastodonSource:
-    spec = SourceSpec(
-        name=name,
-        type="mastodon",
-        brand=brand.name,
-        interval_seconds=0.2,
-        settings={
-            "instance": server.url,
-            "backoff_base_seconds": 0.05,
-            "max_attempts": 3,
-            **settings,
-        },
-    )
-    return MastodonSource(spec, brand)
-
-
-def poller(source: MastodonSource, settings: Settings, publisher: Publisher, engine: AsyncEngine):
-    return Poller(
-        source,
-        publisher=publisher,
-        cursors=CursorStore(engine),
-        dlq_topic=settings.topic_dlq,
-        raw_topic=settings.topic_raw,
-    )
+    return make_source_for(MastodonSource, brand, name, instance=server.url, **settings)
 
 
 def by_status(mentions: list[RawMention]) -> dict[str, RawMention]:
@@ -82,18 +67,10 @@ async def test_maps_statuses_threads_and_recognises_the_brand(
     replies = await source.fetch_page("account:acme@mastodon.social", None, None)
     assert tag.cursor == sid(109) and replies.cursor == sid(103)
 
-    mapped: list[RawMention] = []
-    errors: dict[str, str] = {}
-    for item in tag.items + replies.items:
-        try:
-            m = source.to_mention(item)
-        except ValueError as exc:
-            errors[item["id"]] = str(exc)
-            continue
-        if m is not None and source.wanted(m):
-            mapped.append(m)
+    result = map_items(source, tag.items + replies.items, key=lambda item: item["id"])
+    errors = result.errors
     assert list(errors) == [sid(106)] and "created_at" in errors[sid(106)]
-    got = by_status(mapped)
+    got = by_status(list(result.mentions.values()))
     # 107 is a boost (not a post), 109 is German (the brand follows en and it)
     assert sorted(got) == [sid(n) for n in (100, 101, 102, 103, 104, 105, 108)]
 
@@ -133,7 +110,7 @@ async def test_poll_publishes_dead_letters_and_saves_cursors(
     engine: AsyncEngine,
 ) -> None:
     source = make_source(mastodon_server)
-    p = poller(source, settings, publisher, engine)
+    p = make_poller(source, settings, publisher, engine)
     report = await p.poll_once()
     assert (report.published, report.filtered, len(report.dead)) == (7, 2, 1)
 
@@ -170,40 +147,21 @@ async def test_paging_and_a_restart_midway_lose_and_repeat_nothing(
     cfg = {"limit": 3, "brand_replies": False}
 
     first = make_source(mastodon_server, **cfg)
-    assert (await poller(first, settings, publisher, engine).poll_once()).published == 1
+    assert (await make_poller(first, settings, publisher, engine).poll_once()).published == 1
 
     new = [str(110000000000000000 + i) for i in range(8)]
     for n in new:
         mastodon_server.add_status(template, n, created_at="2026-11-27T10:00:00.000Z")
 
-    class Crash(Exception):
-        pass
-
-    def crash_after_first_page(*_: object) -> None:
-        raise Crash
-
-    # Runner A stops after its first page (published, cursor saved).
-    a = poller(make_source(mastodon_server, **cfg), settings, publisher, engine)
-    with pytest.raises(Crash):
-        await a.poll_once(on_page=crash_after_first_page)
-    assert await CursorStore(engine).load("masto") == {"tag:acme": new[2]}
-
-    # Runner B dies between publishing its next page and saving the cursor.
-    class LosingStore(CursorStore):
-        async def save(self, source: str, cursor: dict[str, Any]) -> None:
-            raise ConnectionError("database went away")
-
-    b_source = make_source(mastodon_server, **cfg)
-    b = Poller(b_source, publisher=publisher, cursors=LosingStore(engine))
-    with pytest.raises(ConnectionError):
-        await b.poll_once()
-    assert await CursorStore(engine).load("masto") == {"tag:acme": new[2]}
-
-    # Runner C starts from the saved cursor: repeats B's page (deduped), then the rest.
-    c = poller(make_source(mastodon_server, **cfg), settings, publisher, engine)
-    report = await c.poll_once()
-    assert (report.published, report.duplicates) == (2, 3)
-    assert await CursorStore(engine).load("masto") == {"tag:acme": new[-1]}
+    # Runner A stops after its first page (published, cursor saved); runner B dies between
+    # publishing its next page and saving the cursor; runner C starts from the saved
+    # cursor: repeats B's page (deduped), then the rest.
+    run = await restart_midway(
+        lambda: make_source(mastodon_server, **cfg), settings, publisher, engine
+    )
+    assert run.after_a == run.after_b == {"tag:acme": new[2]}
+    assert (run.report.published, run.report.duplicates) == (2, 3)
+    assert run.after_c == {"tag:acme": new[-1]}
 
     records = await consume(settings, at_least(9))
     ids = sorted(parse(r).external_id.rsplit(":", 1)[1] for r in records)
@@ -217,22 +175,15 @@ async def test_paging_and_a_restart_midway_lose_and_repeat_nothing(
 async def test_429_with_retry_after_and_500_are_retried(
     mastodon_server: MastodonServer,
 ) -> None:
-    mastodon_server.fail["/api/v1/timelines/tag/"] = [(429, {"Retry-After": "1"}), (500, {})]
     source = make_source(mastodon_server)
-    page = await source.fetch_page("tag:acme", None, None)
+    tag = "/api/v1/timelines/tag/"
+    page = await fetch_after_429_and_500(mastodon_server, source, "tag:acme", tag)
     assert len(page.items) == 9
-    calls = mastodon_server.paths("/api/v1/timelines/tag/")
-    assert len(calls) == 3
-    assert calls[1].at - calls[0].at >= 0.9  # waited as Retry-After said
     h = source.health
     # 3 for the page, 2 thread contexts (replies whose parent was not seen)
     assert h.requests == 5 == len(mastodon_server.requests)
     assert h.quota_limit == 300 and h.quota_remaining == 295 and h.quota_reset_at is not None
-
-    mastodon_server.down = True
-    with pytest.raises(SourceUnavailable, match="HTTP 500"):
-        await source.fetch_page("tag:acme", None, None)
-    assert h.requests == 8  # three attempts, then give up
+    await give_up_when_down(mastodon_server, source, "tag:acme")
     await source.aclose()
 
 
