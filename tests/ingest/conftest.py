@@ -9,6 +9,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from services.ingest.publisher import Publisher
 from shared.config import Settings
 from shared.kafka import ensure_topics, make_producer
+from tests.ingest.fixture_server import Ingest
 from tests.ingest.mastodon_server import MastodonServer
 
 
@@ -28,6 +29,12 @@ async def producer(settings: Settings) -> AsyncIterator[AIOKafkaProducer]:
 @pytest.fixture
 def publisher(settings: Settings, engine: AsyncEngine, producer: AIOKafkaProducer) -> Publisher:
     return Publisher(settings, engine, producer)
+
+
+@pytest.fixture
+def ingest(settings: Settings, publisher: Publisher, engine: AsyncEngine) -> Ingest:
+    """Settings, publisher and cursor database together, for the connector tests."""
+    return Ingest(settings, publisher, engine)
 
 
 @pytest.fixture

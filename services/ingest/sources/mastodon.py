@@ -38,9 +38,7 @@ reply joins its parent's conversation.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
-from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any, ClassVar
 from urllib.parse import parse_qs, quote, urlencode, urlsplit, urlunsplit
@@ -56,6 +54,7 @@ from services.ingest.sources.http import (
     parse_link_header,
     read_secret,
 )
+from services.ingest.sources.text import html_to_text
 from services.ingest.threads import ThreadIndex
 from shared.events import RawMention
 
@@ -87,34 +86,6 @@ class MastodonConfig(ConnectorConfig):
         if parts.scheme not in ("http", "https") or not parts.netloc:
             raise ValueError("must be the server's URL, e.g. https://mastodon.social")
         return f"{parts.scheme}://{parts.netloc}"
-
-
-class _Text(HTMLParser):
-    """Status content (HTML) to plain text: paragraphs and line breaks kept."""
-
-    def __init__(self) -> None:
-        super().__init__(convert_charrefs=True)
-        self.parts: list[str] = []
-
-    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        if tag == "br":
-            self.parts.append("\n")
-
-    def handle_endtag(self, tag: str) -> None:
-        if tag in ("p", "li", "blockquote", "pre"):
-            self.parts.append("\n\n")
-
-    def handle_data(self, data: str) -> None:
-        self.parts.append(data)
-
-
-def html_to_text(html: str) -> str:
-    parser = _Text()
-    parser.feed(html)
-    parser.close()
-    text = "".join(parser.parts)
-    text = re.sub(r"[ \t]+\n", "\n", text)
-    return re.sub(r"\n{3,}", "\n\n", text).strip()
 
 
 def _id_key(value: str) -> tuple[int, str]:
