@@ -5,7 +5,7 @@ opening mentions), then times the manager queries over the last 30 days through 
 service functions the API uses.
 
     .venv/bin/python -m bench.stats --cases 1000000
-    .venv/bin/python -m bench.stats --cases 10000000 --keep   # reuse with --reuse
+    .venv/bin/python -m bench.stats --cases 1000000 --reuse   # time again, same rows
 
 Writes bench/results/stats-<N>.json and prints p50/p95 per query.
 """
@@ -108,12 +108,14 @@ async def fill(n: int, chunk: int = 250_000) -> float:
     async with engine.connect() as conn:
         conn = await conn.execution_options(isolation_level="AUTOCOMMIT")
         await conn.exec_driver_sql(f"SELECT setval('cases_id_seq', {n})")
-        await conn.exec_driver_sql("ANALYZE")
+        # What autovacuum does to a table after inserts: statistics and the visibility map
+        # (index-only scans need it).
+        await conn.exec_driver_sql("VACUUM ANALYZE")
     await engine.dispose()
     return time.perf_counter() - start
 
 
-async def measure(repeat: int) -> dict[str, dict[str, float]]:
+async def measure(repeat: int, only: str | None = None) -> dict[str, dict[str, float]]:
     engine = make_engine(URL)
     sessions = make_sessionmaker(engine)
     now = utcnow()
@@ -141,6 +143,8 @@ async def measure(repeat: int) -> dict[str, dict[str, float]]:
     }
     results: dict[str, dict[str, float]] = {}
     for name, fn in queries.items():
+        if only and only not in name:
+            continue
         times = []
         for _ in range(repeat):
             async with sessions() as session:
@@ -160,13 +164,20 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--cases", type=int, default=1_000_000)
     parser.add_argument("--repeat", type=int, default=7)
-    parser.add_argument("--reuse", action="store_true", help="keep the generated database")
+    parser.add_argument(
+        "--reuse",
+        action="store_true",
+        help="time the database generated before again (migrated to head first)",
+    )
+    parser.add_argument("--only", help="time only the queries whose name contains this")
     args = parser.parse_args()
     fill_seconds = None
-    if not args.reuse:
+    if args.reuse:
+        upgrade(URL)  # the generated rows stay; new migrations (indexes) apply to them
+    else:
         recreate_database()
         fill_seconds = asyncio.run(fill(args.cases))
-    results = asyncio.run(measure(args.repeat))
+    results = asyncio.run(measure(args.repeat, args.only))
     table = Table(title=f"stats queries over the last 30 days, {args.cases:,} cases (PostgreSQL)")
     table.add_column("query")
     table.add_column("p50 ms", justify="right")
@@ -174,8 +185,12 @@ def main() -> None:
     for name, r in results.items():
         table.add_row(name, f"{r['p50_ms']:.0f}", f"{r['p95_ms']:.0f}")
     console.print(table)
+    if args.only:
+        return  # a partial run does not replace the results file
     out = Path(f"bench/results/stats-{args.cases}.json")
     out.parent.mkdir(parents=True, exist_ok=True)
+    if fill_seconds is None and out.exists():  # --reuse: the rows are the ones timed before
+        fill_seconds = json.loads(out.read_text()).get("fill_seconds")
     payload = {"cases": args.cases, "fill_seconds": fill_seconds, "queries": results}
     payload["cpu_count"] = os.cpu_count()
     out.write_text(json.dumps(payload, indent=2) + "\n")

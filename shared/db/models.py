@@ -20,6 +20,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -123,6 +124,24 @@ class Case(Base):
     __table_args__ = (
         Index("ix_cases_status_priority", "status", "priority"),
         Index("ix_cases_assignee_id_status", "assignee_id", "status"),
+        # Open cases only: the backlog's join and /metrics' open-case gauge (index-only on
+        # PostgreSQL, whatever the number of answered cases).
+        Index(
+            "ix_cases_open",
+            "id",
+            postgresql_where=text("status = 'open'"),
+            sqlite_where=text("status = 'open'"),
+            postgresql_include=[
+                "source",
+                "priority",
+                "brand",
+                "language",
+                "team_id",
+                "assignee_id",
+                "waiting_on_customer",
+                "snoozed_until",
+            ],
+        ),
     )
 
 
@@ -158,6 +177,24 @@ class ResponseCycle(Base):
         Index("ix_response_cycles_started_at", "started_at"),
         # Stats read first (or next) responses by start time.
         Index("ix_response_cycles_kind_started_at", "kind", "started_at"),
+        # Waiting cycles only, longest wait first: the backlog (its list, with ORDER BY
+        # started_at, id LIMIT, and its counts).
+        Index(
+            "ix_response_cycles_waiting",
+            "started_at",
+            "id",
+            postgresql_where=text("answered_at IS NULL"),
+            sqlite_where=text("answered_at IS NULL"),
+            postgresql_include=[
+                "case_id",
+                "seq",
+                "kind",
+                "priority",
+                "due_at",
+                "paused_at",
+                "breached",
+            ],
+        ),
     )
 
 

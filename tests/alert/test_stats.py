@@ -30,8 +30,9 @@ from services.alert.stats.query import StatsQuery
 from services.alert.stats.service import _in_sql, report
 from shared.config import get_settings
 from shared.db.engine import make_sessionmaker
-from shared.db.models import Case, Deadline, Mention, ResponseCycle, Team, TeamMember
+from shared.db.models import Deadline, Mention, Team, TeamMember
 from shared.events import utcnow
+from tests.alert.stats_rows import case_row, cycle_row, mention_row
 from tests.live_server import live_server
 
 RT = "/api/v1/stats/response-times"
@@ -145,19 +146,13 @@ async def _insert(sessions: async_sessionmaker[AsyncSession], all_specs: list[Sp
             event = f"00000000-0000-0000-0000-{n:012d}"
             s.add(_mention(event, sp))
             if sp.of is None:
-                case = Case(
-                    conversation_id=f"conv-{n}",
+                case = case_row(
+                    f"conv-{n}",
+                    sp.source,
+                    sp.priority,
+                    sp.start,
                     brand=sp.brand,
-                    source=sp.source,
                     status="answered" if sp.response is not None else "open",
-                    priority=sp.priority,
-                    opened_at=sp.start,
-                    answered_at=None,
-                    reply_url=None,
-                    cycles=1,
-                    created_at=sp.start,
-                    updated_at=sp.start,
-                    language="en",
                     policy_id=policy.id if sp.business else None,
                     team_id=team.id if sp.assignee else None,
                     assignee_id=ann.id if sp.assignee else None,
@@ -174,20 +169,18 @@ async def _insert(sessions: async_sessionmaker[AsyncSession], all_specs: list[Sp
             due = answered if sp.business else None
             if due is None and sp.target is not None:
                 due = sp.start + timedelta(seconds=sp.target)
-            cycle = ResponseCycle(
-                case_id=sp.ids["case"],
-                seq=seq,
-                started_at=sp.start,
-                started_event_id=event,
+            cycle = cycle_row(
+                sp.ids["case"],
+                seq,
+                sp.start,
+                event,
+                sp.priority,
                 kind=sp.kind,
-                priority=sp.priority,
                 target_seconds=sp.target,
                 business_time=sp.business is not None,
                 paused_seconds=sp.paused,
-                paused_at=None,
                 due_at=due,
                 answered_at=answered,
-                answered_event_id=None,
                 response_seconds=sp.response,
                 breached=sp.breached_flag,
             )
@@ -197,27 +190,15 @@ async def _insert(sessions: async_sessionmaker[AsyncSession], all_specs: list[Sp
 
 
 def _mention(event: str, sp: Spec) -> Mention:
-    return Mention(
-        event_id=event,
-        source=sp.source,
-        external_id=event,
-        conversation_id=event,
+    return mention_row(
+        event,
+        sp.source,
+        sp.start,
+        lag=sp.lag,
         brand=sp.brand,
-        author_id="u1",
-        is_brand=False,
-        text="help",
-        url=None,
-        created_at=sp.start,
-        ingested_at=sp.start + timedelta(seconds=sp.lag),
-        stored_at=sp.start,
-        lang="en",
         sentiment=sp.sentiment,
-        negative_score=0.9,
-        complaint_score=sp.complaint,
-        urgency_score=0.5,
+        complaint=sp.complaint,
         priority=sp.priority,
-        reasons={},
-        model_version="test",
     )
 
 
@@ -511,37 +492,17 @@ async def test_backlog_by_stage_and_time_left(api: Api) -> None:
             sp = Spec("webhook", "P2", start, None, 3600, brand="now")
             event = f"10000000-0000-0000-0000-{n:012d}"
             s.add(_mention(event, sp))
-            case = Case(
-                conversation_id=f"now-{name}",
-                brand="now",
-                source="webhook",
-                status="open",
-                priority="P2",
-                opened_at=start,
-                answered_at=None,
-                reply_url=None,
-                cycles=1,
-                created_at=start,
-                updated_at=start,
-                language="en",
-            )
+            case = case_row(f"now-{name}", "webhook", "P2", start, brand="now")
             s.add(case)
             await s.flush()
-            cycle = ResponseCycle(
-                case_id=case.id,
-                seq=1,
-                started_at=start,
-                started_event_id=event,
-                kind="first",
-                priority="P2",
-                target_seconds=3600,
-                business_time=False,
-                paused_seconds=0.0,
+            cycle = cycle_row(
+                case.id,
+                1,
+                start,
+                event,
+                "P2",
                 paused_at=now if paused else None,
                 due_at=now + timedelta(minutes=due_in),
-                answered_at=None,
-                answered_event_id=None,
-                response_seconds=None,
                 breached=flag,
             )
             s.add(cycle)

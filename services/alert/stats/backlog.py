@@ -9,15 +9,22 @@ Stage of the waiting cycle, the first that applies:
 
 Time left is wall-clock time to the cycle's deadline (``due_at``, which already counts
 business hours and pauses), bucketed for the counts.
+
+Everything is decided in SQL, the same on SQLite and PostgreSQL: one ``GROUP BY`` of the
+stage and bucket expressions counts every waiting case, and only the ``limit`` longest
+waits are fetched (``ORDER BY started_at, id LIMIT``, served by the partial index of
+waiting cycles). The Python twins below (``stage``, ``time_left_bucket``) state the same
+rules for one case; the tests hold the SQL to them.
 """
 
 from __future__ import annotations
 
-from collections import Counter
-from datetime import datetime
+from datetime import datetime, timedelta
+from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import ColumnElement, and_, case, exists, func, literal, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import aliased
 
 from services.alert.stats.query import KeyValue
 from services.alert.stats.schemas import STAGES, TIME_LEFT_BUCKETS, Backlog, BacklogCase
@@ -46,105 +53,133 @@ def stage(paused: bool, breached: bool, warned: bool) -> str:
     return "warned" if warned else "not_warned"
 
 
+# ----- the same rules in SQL ---------------------------------------------------------------
+
+
+def paused_clause(now: datetime) -> ColumnElement[bool]:
+    return or_(
+        RC.paused_at.is_not(None),
+        Case.waiting_on_customer.is_(True),
+        and_(Case.snoozed_until.is_not(None), Case.snoozed_until > now),
+    )
+
+
+def warned_clause() -> ColumnElement[bool]:
+    return exists().where(
+        Deadline.cycle_id == RC.id,
+        Deadline.stage.like("warning:%"),
+        Deadline.status == "fired",
+    )
+
+
+def stage_sql(now: datetime) -> ColumnElement[str]:
+    overdue = and_(RC.due_at.is_not(None), RC.due_at <= now)
+    return case(
+        (paused_clause(now), literal("paused")),
+        (or_(RC.breached.is_(True), overdue), literal("breached")),
+        (warned_clause(), literal("warned")),
+        else_=literal("not_warned"),
+    )
+
+
+def time_left_sql(now: datetime) -> ColumnElement[str]:
+    # Bounds are bound as instants, so no date arithmetic is needed in SQL (SQLite too).
+    limits = [(RC.due_at < now + timedelta(seconds=s), literal(name)) for s, name in _LIMITS]
+    return case(
+        (paused_clause(now), literal("paused")),
+        (RC.due_at.is_(None), literal("no_target")),
+        (RC.due_at <= now, literal("overdue")),
+        *limits,
+        else_=literal("over_24h"),
+    )
+
+
+def waiting(stmt: Any, filters: dict[str, tuple[KeyValue, ...]]) -> Any:
+    """Each open case with its waiting cycle (should there be more, the latest), filtered."""
+    later = aliased(RC)
+    stmt = joined(stmt).where(
+        Case.status == "open",
+        RC.answered_at.is_(None),
+        ~exists().where(
+            later.case_id == RC.case_id, later.answered_at.is_(None), later.seq > RC.seq
+        ),
+    )
+    for name, values in filters.items():
+        stmt = stmt.where(filter_clause(name, values))
+    return stmt
+
+
 async def backlog(
     session: AsyncSession,
     now: datetime,
     filters: dict[str, tuple[KeyValue, ...]],
     limit: int = 100,
 ) -> Backlog:
-    stmt = joined(
+    st, bucket = stage_sql(now).label("stage"), time_left_sql(now).label("bucket")
+    each = waiting(select(st, bucket), filters).subquery()
+    counts = select(each.c.stage, each.c.bucket, func.count().label("n")).group_by(
+        each.c.stage, each.c.bucket
+    )
+    cells = {(r.stage, r.bucket): r.n for r in (await session.execute(counts)).all()}
+
+    listed = waiting(
         select(
             Case.id,
             Case.conversation_id,
             Case.source,
             Case.brand,
-            Case.snoozed_until,
-            Case.waiting_on_customer,
             Team.name.label("team"),
             TeamMember.handle.label("assignee"),
-            RC.id.label("cycle_id"),
             RC.seq,
             RC.kind,
             RC.priority,
             RC.started_at,
             RC.due_at,
-            RC.breached,
-            RC.paused_at,
+            st,
+            bucket,
+        ),
+        filters,
+    ).order_by(RC.started_at, RC.id)
+    rows = (await session.execute(listed.limit(limit))).all()
+    cases = [
+        BacklogCase(
+            case_id=r.id,
+            conversation_id=r.conversation_id,
+            source=r.source,
+            brand=r.brand,
+            team=r.team,
+            assignee=r.assignee,
+            priority=r.priority,
+            cycle=r.seq,
+            kind=r.kind,
+            started_at=r.started_at,
+            waiting_seconds=(now - r.started_at).total_seconds(),
+            due_at=r.due_at,
+            time_left_seconds=(
+                None
+                if r.bucket == "paused" or r.due_at is None
+                else (r.due_at - now).total_seconds()
+            ),
+            stage=r.stage,
+            time_left=r.bucket,
         )
-    ).where(Case.status == "open", RC.answered_at.is_(None))
-    for name, values in filters.items():
-        stmt = stmt.where(filter_clause(name, values))
-    rows = (await session.execute(stmt.order_by(RC.started_at, RC.id))).all()
-    # One waiting cycle per case; should there be more, the latest is the one that counts.
-    latest = {}
-    for r in rows:
-        if r.id not in latest or r.seq > latest[r.id].seq:
-            latest[r.id] = r
-    current = sorted(latest.values(), key=lambda r: (r.started_at, r.cycle_id))
-    ids = [r.cycle_id for r in current]
-    warned: set[int] = set()
-    for start in range(0, len(ids), 500):
-        warned.update(
-            (
-                await session.scalars(
-                    select(Deadline.cycle_id)
-                    .where(
-                        Deadline.cycle_id.in_(ids[start : start + 500]),
-                        Deadline.stage.like("warning:%"),
-                        Deadline.status == "fired",
-                    )
-                    .distinct()
-                )
-            ).all()
-        )
-    cases: list[BacklogCase] = []
-    stages: Counter[str] = Counter()
-    buckets: Counter[str] = Counter()
-    cells: Counter[tuple[str, str]] = Counter()
-    for r in current:
-        paused = (
-            r.paused_at is not None
-            or r.waiting_on_customer
-            or (r.snoozed_until is not None and r.snoozed_until > now)
-        )
-        time_left = None if r.due_at is None else (r.due_at - now).total_seconds()
-        breached = r.breached or (time_left is not None and time_left <= 0)
-        st = stage(paused, breached, r.cycle_id in warned)
-        bucket = time_left_bucket(time_left, paused)
-        stages[st] += 1
-        buckets[bucket] += 1
-        cells[(st, bucket)] += 1
-        cases.append(
-            BacklogCase(
-                case_id=r.id,
-                conversation_id=r.conversation_id,
-                source=r.source,
-                brand=r.brand,
-                team=r.team,
-                assignee=r.assignee,
-                priority=r.priority,
-                cycle=r.seq,
-                kind=r.kind,
-                started_at=r.started_at,
-                waiting_seconds=(now - r.started_at).total_seconds(),
-                due_at=r.due_at,
-                time_left_seconds=None if paused else time_left,
-                stage=st,
-                time_left=bucket,
-            )
-        )
+        for r in rows
+    ]
     matrix: dict[str, dict[str, int]] = {}
-    for (st, bucket), n in sorted(
+    for (s, b), n in sorted(
         cells.items(), key=lambda kv: (STAGES.index(kv[0][0]), TIME_LEFT_BUCKETS.index(kv[0][1]))
     ):
-        matrix.setdefault(st, {})[bucket] = n
+        matrix.setdefault(s, {})[b] = n
+    total = sum(cells.values())
     return Backlog(
         now=now,
-        open=len(cases),
+        open=total,
         filters={k: list(v) for k, v in filters.items()},
-        by_stage={s: stages[s] for s in STAGES},
-        by_time_left={b: buckets[b] for b in TIME_LEFT_BUCKETS},
+        by_stage={s: sum(n for (cs, _), n in cells.items() if cs == s) for s in STAGES},
+        by_time_left={
+            b: sum(n for (_, cb), n in cells.items() if cb == b) for b in TIME_LEFT_BUCKETS
+        },
         by_stage_and_time_left=matrix,
-        truncated=len(cases) > limit,
-        cases=cases[:limit],
+        truncated=total > limit,
+        cases=cases,
     )
