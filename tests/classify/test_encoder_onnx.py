@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -10,8 +11,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from services.classify.model.adapter import adapter_for
 from services.classify.model.encoder import ENCODER_TAGS, Encoder, length_batches
-from services.classify.model.onnx_export import ONNX_INT8, export_onnx, onnx_ready
+from services.classify.model.onnx_export import export_onnx, onnx_filename, onnx_ready
 
 DATA = Path(__file__).resolve().parents[3] / "shared" / "data" / "sentiment-umsab"
 FALLBACK = [
@@ -50,10 +52,11 @@ def cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 
 def test_export_is_there_and_idempotent(model_dir: Path) -> None:
-    assert onnx_ready(model_dir)
-    path = model_dir / ONNX_INT8
+    adapter = adapter_for()  # the shipped fine-tuning adapter, merged into the served file
+    assert onnx_ready(model_dir, adapter)
+    path = model_dir / onnx_filename(adapter)
     before = path.stat().st_mtime_ns
-    assert export_onnx(model_dir) == path
+    assert export_onnx(model_dir, adapter=adapter) == path
     assert path.stat().st_mtime_ns == before
     assert path.stat().st_size < 150 * 2**20  # embeddings quantized too (fp32 would be ~400 MB)
 
@@ -82,12 +85,14 @@ def test_torch_batches_by_length_equal_one_by_one(torch_encoder: Encoder) -> Non
 
 def test_onnx_batches_by_length_match_one_by_one(onnx_encoder: Encoder) -> None:
     # Dynamic int8 quantizes activations with one scale per batch, so a text's embedding moves
-    # a little with its batch-mates (cosine ~0.997); order and identity must be exact.
+    # a little with its batch-mates (mean cosine ~0.995; the fine-tuned encoder's activations
+    # are wider, worst case ~0.98 over 300 val tweets); order and identity must be exact.
     texts = real_tweets(3)
     batched = onnx_encoder.encode(texts)
     single = np.concatenate([onnx_encoder.encode([t]) for t in texts])
     cos = cosine(batched, single)
-    assert cos.min() >= 0.99, cos
+    assert cos.min() >= 0.98, cos
+    assert cos.mean() >= 0.99, cos.mean()
     nearest = (batched @ single.T).argmax(axis=1)
     assert nearest.tolist() == list(range(len(texts)))
 
@@ -133,4 +138,4 @@ print(json.dumps({{"version": c.model_version, "heavy": heavy, "label": s.sentim
     assert done.returncode == 0, done.stderr[-2000:]
     out = json.loads(done.stdout.strip().splitlines()[-1])
     assert out["heavy"] == []
-    assert out["version"].startswith("e5-small-int8+heads-")
+    assert re.fullmatch(r"e5-small-int8(\+lora-[0-9a-f]{10})?\+heads-[0-9a-f]{10}", out["version"])

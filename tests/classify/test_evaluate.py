@@ -22,9 +22,9 @@ from services.classify.scoring import Classifier
 REPO = Path(__file__).resolve().parents[2]
 FIXTURES = Path(__file__).parent / "fixtures"
 THIRDRING = Path(sys.executable).parent / "thirdring"
-# Fixture sizes: val splits of english and italian (6 each) + 20 Estonian posts; complaints
-# from the 16-row CSV + the Estonian posts; severity on their complaints (8 + 8).
-N_SENTIMENT, N_COMPLAINT, N_SEVERITY = 6 + 6 + 20, 16 + 20, 8 + 8
+# Fixture sizes: val splits of english and italian (6 each) + 60 Estonian posts; complaints
+# from the 16-row CSV + the Estonian posts; severity on their complaints (8 + 25).
+N_SENTIMENT, N_COMPLAINT, N_SEVERITY = 6 + 6 + 60, 16 + 60, 8 + 25
 
 
 def _check_report(report: dict, tasks: dict[str, int]) -> None:
@@ -62,7 +62,7 @@ def test_evaluate_command_on_fixtures(tmp_path: Path) -> None:
     for splits in by_lang.values():
         for figures in splits.values():
             assert 0.0 <= figures["macro_f1"] <= 1.0
-    assert report["tasks"]["complaint"]["by_language"]["estonian"]["estonian"]["n"] == 20
+    assert report["tasks"]["complaint"]["by_language"]["estonian"]["estonian"]["n"] == 60
 
 
 def test_evaluate_with_a_severity_head(classifier: Classifier) -> None:
@@ -96,7 +96,7 @@ def test_find_datasets_layouts() -> None:
     assert ("complaint", "complaints-xci", "train") in keys
     assert ("severity", "estonian", "estonian") in keys
     estonian = next(d for d in sets if d.task == "sentiment" and d.language == "estonian")
-    assert sorted(set(estonian.labels)) == [0, 1, 2] and len(estonian.labels) == 20
+    assert sorted(set(estonian.labels)) == [0, 1, 2] and len(estonian.labels) == 60
 
 
 def test_scores_from_confusion() -> None:

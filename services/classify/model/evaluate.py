@@ -39,7 +39,7 @@ from services.classify.model.heads import (
     SEVERITY_LABELS,
     Heads,
 )
-from services.classify.model.train import encoder_backend, files_sha256
+from services.classify.model.train import encoder_backend, files_sha256, stratified_holdout
 
 if TYPE_CHECKING:
     from services.classify.model.encoder import Encoder
@@ -100,9 +100,18 @@ def _add(sets: dict[tuple[str, str, str, str], Dataset], key: tuple[str, str, st
 
 
 def find_datasets(
-    data_dir: Path, *, include_train: bool = False, training_hashes: set[str] | None = None
+    data_dir: Path,
+    *,
+    include_train: bool = False,
+    training_hashes: set[str] | None = None,
+    holdout: dict[str, Any] | None = None,
 ) -> list[Dataset]:
-    """Every labelled set under ``data_dir`` (see the module docstring for the layouts)."""
+    """Every labelled set under ``data_dir`` (see the module docstring for the layouts).
+
+    ``holdout`` (``{"fraction", "seed"}``, from heads trained on part of a CSV): the rows of a
+    CSV seen in training are split again exactly as training split them (stratified by
+    severity, 0 for non-complaints); the held-out rows form the ``holdout`` split, unseen.
+    """
     data_dir = Path(data_dir)
     if not data_dir.is_dir():
         raise FileNotFoundError(f"no data folder {data_dir}")
@@ -131,19 +140,33 @@ def find_datasets(
             rows = list(reader)
         seen = files_sha256([csv_file]) in training_hashes
         rel = str(csv_file.relative_to(data_dir))
-        for row in rows:
+        levels = [
+            (int(r["severity"]) if "severity" in columns and r["severity"] else 0)
+            * _flag(r["complaint"])
+            for r in rows
+        ]
+        held: set[int] = set()
+        if seen and holdout:
+            _, hold_idx = stratified_holdout(
+                np.asarray(levels, dtype=np.int64), holdout["fraction"], seed=holdout["seed"]
+            )
+            held = {int(i) for i in hold_idx}
+        for i, row in enumerate(rows):
             lang = (row.get("lang") or row.get("language") or "").strip() or csv_file.parent.name
             complaint = _flag(row["complaint"])
-            ds = _add(sets, ("complaint", lang, csv_file.stem, rel))
+            split = "holdout" if i in held else csv_file.stem
+            row_seen = seen and i not in held
+            if row_seen and held and not include_train:
+                continue  # the trained-on part of a split file: only with --include-train
+            ds = _add(sets, ("complaint", lang, split, rel))
             ds.texts.append(row["text"])
             ds.labels.append(complaint)
-            ds.seen_in_training = seen
-            level = int(row["severity"]) if "severity" in columns and row["severity"] else 0
-            if complaint and 1 <= level <= 4:
-                sev = _add(sets, ("severity", lang, csv_file.stem, rel))
+            ds.seen_in_training = row_seen
+            if complaint and 1 <= levels[i] <= 4:
+                sev = _add(sets, ("severity", lang, split, rel))
                 sev.texts.append(row["text"])
-                sev.labels.append(level - 1)
-                sev.seen_in_training = seen
+                sev.labels.append(levels[i] - 1)
+                sev.seen_in_training = row_seen
 
     for jsonl_file in sorted(data_dir.rglob("*.jsonl")):
         rel = str(jsonl_file.relative_to(data_dir))
@@ -228,7 +251,10 @@ def evaluate(
     if encoder is None or heads is None:
         raise ValueError("give a classifier, or an encoder and heads")
     datasets = find_datasets(
-        data_dir, include_train=include_train, training_hashes=_training_hashes(heads)
+        data_dir,
+        include_train=include_train,
+        training_hashes=_training_hashes(heads),
+        holdout=heads.meta.get("training_data", {}).get("complaint_holdout"),
     )
     if not datasets:
         raise FileNotFoundError(f"no labelled data found under {data_dir}")
@@ -277,9 +303,13 @@ def evaluate(
         task.update(n=int(matrix.sum()), **scores_from_confusion(matrix))
         task["confusion"] = matrix.tolist()
 
-    tag = getattr(encoder, "tag", None)  # as Classifier names the served model
+    if classifier is not None:
+        version = classifier.model_version
+    else:
+        tag = getattr(encoder, "tag", None)  # as Classifier names the served model
+        version = f"{tag}+heads-{heads.short_hash}" if tag else heads.model_version
     return {
-        "model_version": f"{tag}+heads-{heads.short_hash}" if tag else heads.model_version,
+        "model_version": version,
         "backend": encoder_backend(encoder),
         "heads_backend": heads.meta.get("encoder", {}).get("backend", "torch"),
         "data_dir": str(data_dir),

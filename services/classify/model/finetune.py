@@ -43,6 +43,7 @@ from services.classify.model.heads import (
     LinearHead,
 )
 from services.classify.model.train import (
+    HOLDOUT_FRACTION,
     SEED,
     files_sha256,
     load_sentiment,
@@ -224,7 +225,7 @@ def finetune(
         target["sentiment"] = TaskData("sentiment", tok(texts), np.concatenate(labels), groups)
 
     xci_texts, severity = load_xci(data_dir, limit=limit)
-    fit_idx, hold_idx = stratified_holdout(severity, seed=cfg.seed)
+    fit_idx, hold_idx = stratified_holdout(severity, HOLDOUT_FRACTION, seed=cfg.seed)
     xci_ids = tok(xci_texts)
     for idx, target in ((fit_idx, train), (hold_idx, val)):
         comp = (severity[idx] > 0).astype(np.int64)
@@ -314,9 +315,17 @@ def finetune(
             "history": list(history),
             "val_macro_f1": history[-1]["val_macro_f1"] if history else {},
             "training_data": {
-                "sha256": files_sha256(sources),
+                "sentiment": "sentiment-umsab/*/train_*.txt (all languages)",
+                "sentiment_sha256": files_sha256(sources[:-1]),
+                "complaint": "complaints-xci/train.csv less the holdout",
+                "complaint_sha256": files_sha256(sources[-1:]),
                 "limit": limit,
-                "complaint_holdout": {"fraction": 0.2, "seed": cfg.seed, "by": "severity"},
+                # `thirdring model evaluate` re-creates this split to report it as unseen.
+                "complaint_holdout": {
+                    "fraction": HOLDOUT_FRACTION,
+                    "seed": cfg.seed,
+                    "stratified_by": "severity (0 = no complaint)",
+                },
             },
             "trained_at": datetime.now(UTC).isoformat(timespec="seconds"),
         }
