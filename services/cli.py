@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import signal
 import sys
 from pathlib import Path
@@ -69,8 +70,13 @@ def _run_until_signal(main: object) -> None:
             loop.add_signal_handler(sig, stop.set)
         await main(stop)  # type: ignore[operator]
 
-    with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(runner())
+    try:
+        with contextlib.suppress(KeyboardInterrupt):
+            asyncio.run(runner())
+    except Exception:
+        # One log record (JSON in containers), not a console traceback; exit 1 to be restarted.
+        logging.getLogger("thirdring").critical("stopped by an error", exc_info=True)
+        raise typer.Exit(1) from None
 
 
 def _require_schema(settings: Settings) -> None:

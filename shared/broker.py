@@ -76,8 +76,8 @@ class EmbeddedBroker:
             )
 
     def stop(self) -> None:
-        # Broker first, then its storage.
-        for proc in self._procs:
+        # Broker first, then its storage (started the other way round).
+        for proc in reversed(self._procs):
             if proc.poll() is None:
                 proc.send_signal(signal.SIGTERM)
                 try:

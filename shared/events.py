@@ -169,6 +169,10 @@ class DeadLetter(BaseModel):
     key: str | None = None
     # The original bytes, base64, so nothing is lost even when they are not valid UTF-8.
     original_b64: str
+    # A record too large for a letter keeps only its start (the whole stays in ``topic`` at
+    # ``partition``/``offset`` until the topic's retention removes it).
+    truncated: bool = False
+    original_size: int | None = None
     failed_at: AwareDatetime = Field(default_factory=utcnow)
 
     def to_bytes(self) -> bytes:

@@ -6,15 +6,20 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from fastapi import FastAPI
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST
 
 Check = Callable[[], Awaitable[bool]]
 
 
 def create_health_app(
-    service: str, checks: dict[str, Check], info: dict[str, Any] | None = None
+    service: str,
+    checks: dict[str, Check],
+    info: dict[str, Any] | None = None,
+    metrics: Callable[[], bytes] | None = None,
 ) -> FastAPI:
-    """``/healthz`` and ``/readyz``; ``info`` (e.g. the loaded model) is added to both bodies."""
+    """``/healthz`` and ``/readyz``; ``info`` (e.g. the loaded model) is added to both bodies.
+    With ``metrics``, ``/metrics`` serves what it renders (Prometheus text)."""
     app = FastAPI(title=f"thirdring {service}", version="0.1.0")
     extra = dict(info or {})
 
@@ -37,5 +42,12 @@ def create_health_app(
             {"ready": ok, "service": service, "checks": results, **extra},
             status_code=200 if ok else 503,
         )
+
+    if metrics is not None:
+
+        @app.get("/metrics", tags=["metrics"])
+        async def prometheus_metrics() -> Response:
+            """Prometheus metrics of this process (the consumer loop's and the process's)."""
+            return Response(metrics(), media_type=CONTENT_TYPE_LATEST)
 
     return app

@@ -22,18 +22,21 @@ from services.alert.routing.housekeeping import housekeeping
 from services.alert.routing.sync import sync_teams_and_rules
 from services.alert.sla.scheduler import Delivery, fire_due
 from services.alert.sla.store import sync_policies
+from shared import consumer_metrics
 from shared.config import Settings
 from shared.db.engine import make_engine, make_sessionmaker
 from shared.events import ScoredMention, utcnow
 from shared.health import create_health_app
 from shared.http import serve
-from shared.kafka import ConsumerLoop, Item, ensure_topics, make_producer
+from shared.kafka import ConsumerLoop, Item, connect, ensure_topics, make_producer
 from shared.lifecycle import every, supervise
 
 log = logging.getLogger(__name__)
 
 # Queued cases wait at most this long after their team comes on duty.
 HOUSEKEEPING_INTERVAL = 30.0
+# Outcomes of a mention logged at INFO (duplicates and notes are DEBUG).
+CASE_CHANGES = ("opened", "next_cycle", "answered", "raised", "resumed")
 
 
 def case_handler(
@@ -44,8 +47,15 @@ def case_handler(
         async with sessions() as session, session.begin():
             for item in items:
                 outcome = await apply_scored(session, item.value, case_settings)
-                log.debug(
-                    "mention %s: %s case=%s", outcome.event_id, outcome.action, outcome.case_id
+                # What moves a case is worth a line (with ids to follow it); the rest is noise.
+                level = logging.INFO if outcome.action in CASE_CHANGES else logging.DEBUG
+                log.log(
+                    level,
+                    "mention %s: %s case %s",
+                    outcome.event_id,
+                    outcome.action,
+                    outcome.case_id,
+                    extra={"event_id": outcome.event_id, "case_id": outcome.case_id},
                 )
 
     return handle
@@ -68,11 +78,15 @@ async def run_alert(
         await sync_policies(session, config.resolved_policies(), utcnow())
         await sync_teams_and_rules(session, config, utcnow())
     producer = make_producer(settings.kafka_bootstrap_servers)
-    await producer.start()
-    await ensure_topics(
-        settings.kafka_bootstrap_servers,
-        [settings.topic_scored, settings.topic_dlq],
-        settings.partitions,
+    await connect("alert producer", producer.start, stop)
+    await connect(
+        "alert topics",
+        lambda: ensure_topics(
+            settings.kafka_bootstrap_servers,
+            [settings.topic_scored, settings.topic_dlq],
+            settings.partitions,
+        ),
+        stop,
     )
     consumer = ConsumerLoop[ScoredMention](
         name="alert",
@@ -126,7 +140,9 @@ async def run_alert(
     if serve_api:
         app = create_api_app(sessions, consumer_ready)
     elif serve_health:
-        app = create_health_app("alert", {"consumer": consumer_ready})
+        app = create_health_app(
+            "alert", {"consumer": consumer_ready}, metrics=consumer_metrics.render_with_process
+        )
     if app is not None:
         tasks.append(
             asyncio.create_task(

@@ -26,11 +26,12 @@ from typing import Any
 from aiokafka import AIOKafkaProducer
 
 from services.classify.scoring import Classifier
+from shared import consumer_metrics
 from shared.config import Settings
 from shared.events import RawMention, ScoredMention
 from shared.health import create_health_app
 from shared.http import serve
-from shared.kafka import ConsumerLoop, Item, ensure_topics, make_producer
+from shared.kafka import ConsumerLoop, Item, connect, ensure_topics, make_producer
 from shared.lifecycle import supervise
 
 log = logging.getLogger(__name__)
@@ -82,11 +83,15 @@ async def run_classify(
         Classifier.load, settings.model_dir, None, settings.classify_threads
     )
     producer = make_producer(settings.kafka_bootstrap_servers)
-    await producer.start()
-    await ensure_topics(
-        settings.kafka_bootstrap_servers,
-        [settings.topic_raw, settings.topic_scored, settings.topic_dlq],
-        settings.partitions,
+    await connect("classify producer", producer.start, stop)
+    await connect(
+        "classify topics",
+        lambda: ensure_topics(
+            settings.kafka_bootstrap_servers,
+            [settings.topic_raw, settings.topic_scored, settings.topic_dlq],
+            settings.partitions,
+        ),
+        stop,
     )
     max_wait_ms = _env_int(MAX_WAIT_ENV, DEFAULT_MAX_WAIT_MS)
     consumer = ConsumerLoop[RawMention](
@@ -108,7 +113,12 @@ async def run_classify(
         async def consuming() -> bool:
             return consumer.ready.is_set()
 
-        app = create_health_app("classify", {"consumer": consuming}, info=info)
+        app = create_health_app(
+            "classify",
+            {"consumer": consuming},
+            info=info,
+            metrics=consumer_metrics.render_with_process,
+        )
         server = serve(app, settings.classify_host, settings.classify_port, stop, "classify health")
         tasks.append(asyncio.create_task(server, name="classify-health"))
     log.info(

@@ -29,7 +29,7 @@ from services.ingest.sources.webhook import create_ingest_app
 from shared.config import Settings
 from shared.db.engine import make_engine
 from shared.http import make_server
-from shared.kafka import ensure_topics, make_producer
+from shared.kafka import connect, ensure_topics, make_producer
 
 log = logging.getLogger(__name__)
 
@@ -121,12 +121,16 @@ async def run_ingest(
             tasks.append(asyncio.create_task(server.serve(sockets=[sock]), name="ingest-webhook"))
             if secret is None:
                 log.info("ingest webhook disabled: THIRDRING_WEBHOOK_SECRET is not set")
-        await ensure_topics(
-            settings.kafka_bootstrap_servers,
-            [settings.topic_raw, settings.topic_dlq] if pollers else [settings.topic_raw],
-            settings.partitions,
+        await connect(
+            "ingest topics",
+            lambda: ensure_topics(
+                settings.kafka_bootstrap_servers,
+                [settings.topic_raw, settings.topic_dlq] if pollers else [settings.topic_raw],
+                settings.partitions,
+            ),
+            stop,
         )
-        await producer.start()
+        await connect("ingest producer", producer.start, stop)
         publisher = Publisher(settings, engine, producer)
         source_tasks = [
             asyncio.create_task(run_source(s, publisher, stop), name=f"source-{s.name}")

@@ -6,16 +6,19 @@ import asyncio
 import base64
 import functools
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
+from pathlib import Path
 
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.errors import KafkaConnectionError
 
 import shared.kafka
 from shared.broker import EmbeddedBroker
 from shared.events import DeadLetter, RawMention
-from shared.kafka import ConsumerLoop, Item, ensure_topics, make_producer
+from shared.kafka import ConsumerLoop, Item, connect, ensure_topics, make_producer
+from shared.ports import free_port
 from tests.factories import raw
 from tests.kafka_reader import read_topic, wait_for
 
@@ -93,6 +96,16 @@ async def _finish(task: asyncio.Task[None]) -> None:
     # run() must return on its own after stop(), without an exception.
     await asyncio.wait_for(task, timeout=10)
     assert task.exception() is None
+
+
+async def _run_until(loop: ConsumerLoop[RawMention], done: Callable[[], object]) -> None:
+    """Run ``loop`` until ``done()`` holds, then stop it (it must end cleanly)."""
+    task = asyncio.create_task(loop.run())
+    try:
+        await wait_for(done, timeout=30)
+    finally:
+        loop.stop()
+        await _finish(task)
 
 
 async def test_parse_and_handler_failures_are_dead_lettered(
@@ -204,3 +217,233 @@ async def test_stop_ends_run_when_idle(
     loop.stop()
     await _finish(task)
     assert loop.processed == 0
+
+
+# -- faults of the infrastructure, oversized records, commits, metrics ---------------------
+
+
+def _sample(name: str, labels: dict[str, str]) -> float:
+    from shared.consumer_metrics import REGISTRY
+
+    return REGISTRY.get_sample_value(name, labels) or 0.0
+
+
+async def test_a_broker_error_is_retried_not_dead_lettered(
+    broker: EmbeddedBroker, kafka_topics: dict[str, str], producer: AIOKafkaProducer
+) -> None:
+    """A handler that fails because the broker or the database is away must not lose the
+    record to the dead-letter topic: the batch is retried, whole, until it goes through."""
+    from aiokafka.errors import KafkaConnectionError, UnknownError
+    from sqlalchemy.exc import OperationalError
+
+    await _send(
+        producer, kafka_topics["topic_raw"], *(raw(f"t{i}", AT).to_bytes() for i in range(3))
+    )
+    failures = [
+        KafkaConnectionError("broker restarting"),
+        UnknownError(),  # what Tansu answers when its storage refuses a write
+        OperationalError("insert", {}, ConnectionResetError("database went away")),
+    ]
+    handler = Recorder()
+    original = handler.__call__
+
+    async def flaky(items: list[Item[RawMention]]) -> None:
+        if failures:
+            handler.calls.append([i.value.external_id for i in items])
+            raise failures.pop(0)
+        await original(items)
+
+    name = f"flaky-{uuid.uuid4().hex[:6]}"
+    loop = _loop(broker, kafka_topics, producer, f"g-{uuid.uuid4().hex[:8]}", handler)
+    loop.name, loop.handle = name, flaky
+    await _run_until(loop, lambda: len(handler.handled) == 3)
+    assert handler.handled == ["t0", "t1", "t2"]
+    # Every attempt was the whole batch: a transient error is nobody's fault to single out.
+    assert all(len(call) == 3 for call in handler.calls), handler.calls
+    assert loop.dead_lettered == 0
+    assert _sample("thirdring_consumer_errors_total", {"consumer": name, "kind": "transient"}) == 3
+    assert _sample("thirdring_consumer_errors_total", {"consumer": name, "kind": "batch"}) == 0
+    assert _sample("thirdring_consumer_records_total", {"consumer": name}) == 3
+    assert _sample("thirdring_consumer_batch_size_count", {"consumer": name}) >= 1
+
+
+async def test_stop_while_retrying_commits_nothing(
+    broker: EmbeddedBroker, kafka_topics: dict[str, str], producer: AIOKafkaProducer
+) -> None:
+    from aiokafka.errors import KafkaConnectionError
+
+    topic = kafka_topics["topic_raw"]
+    group = f"g-{uuid.uuid4().hex[:8]}"
+    await _send(producer, topic, raw("down0", AT).to_bytes())
+    attempts: list[int] = []
+
+    async def always_down(items: list[Item[RawMention]]) -> None:
+        attempts.append(len(items))
+        raise KafkaConnectionError("broker down for good")
+
+    loop = _loop(broker, kafka_topics, producer, group, Recorder())
+    loop.handle = always_down
+    task = asyncio.create_task(loop.run())
+    await wait_for(lambda: len(attempts) >= 2, timeout=30)
+    loop.stop()
+    await _finish(task)  # returns at once, without an exception, out of the retry's pause
+    assert loop.dead_lettered == 0
+    probe = AIOKafkaConsumer(
+        bootstrap_servers=broker.bootstrap_servers, group_id=group, enable_auto_commit=False
+    )
+    await probe.start()
+    try:
+        assert await probe.committed(TopicPartition(topic, 0)) is None  # delivered again later
+    finally:
+        await probe.stop()
+
+
+async def test_a_record_too_large_for_a_letter_is_dead_lettered_truncated(
+    broker: EmbeddedBroker, kafka_topics: dict[str, str]
+) -> None:
+    """A record near the broker's limit makes a letter over it (base64 is 4/3 larger): the
+    letter keeps the record's start and says so, and the consumer goes on."""
+    big = b'{"text": "' + b"z" * 1_200_000 + b'"}'
+    large = AIOKafkaProducer(
+        bootstrap_servers=broker.bootstrap_servers, acks="all", max_request_size=4_000_000
+    )
+    await large.start()
+    try:
+        await large.send_and_wait(kafka_topics["topic_raw"], big, key=b"conv-1", partition=0)
+        await large.send_and_wait(
+            kafka_topics["topic_raw"], raw("after", AT).to_bytes(), key=b"conv-1", partition=0
+        )
+    finally:
+        await large.stop()
+    producer = make_producer(broker.bootstrap_servers)
+    await producer.start()
+    handler = Recorder()
+    loop = _loop(broker, kafka_topics, producer, f"g-{uuid.uuid4().hex[:8]}", handler)
+    try:
+        await _run_until(loop, lambda: handler.handled == ["after"])
+    finally:
+        await producer.stop()
+    records = await read_topic(
+        broker.bootstrap_servers, kafka_topics["topic_dlq"], until=lambda rs: len(rs) >= 1
+    )
+    letter = DeadLetter.model_validate_json(records[0].value)
+    assert letter.truncated and letter.original_size == len(big)
+    assert letter.reason.startswith("invalid event") and letter.offset == 0
+    original = base64.b64decode(letter.original_b64)
+    assert big.startswith(original) and len(original) == shared.kafka.MAX_ORIGINAL_BYTES
+    assert len(records[0].value) < shared.kafka.MAX_MESSAGE_BYTES
+
+
+async def test_a_failed_commit_does_not_stop_the_consumer(
+    broker: EmbeddedBroker, kafka_topics: dict[str, str], producer: AIOKafkaProducer
+) -> None:
+    """A commit refused because the group moved on (a rebalance) leaves the records to be
+    delivered again; the consumer itself carries on."""
+    from aiokafka.errors import CommitFailedError
+
+    topic = kafka_topics["topic_raw"]
+    handler = Recorder()
+    name = f"commit-{uuid.uuid4().hex[:6]}"
+    loop = _loop(broker, kafka_topics, producer, f"g-{uuid.uuid4().hex[:8]}", handler)
+    loop.name = name
+    real_commit = loop.consumer.commit
+    refused: list[object] = []
+
+    async def commit_once_refused(offsets: object = None) -> None:
+        if not refused:
+            refused.append(offsets)
+            raise CommitFailedError("the group rebalanced")
+        await real_commit(offsets)
+
+    loop.consumer.commit = commit_once_refused  # type: ignore[method-assign]
+    task = asyncio.create_task(loop.run())
+    try:
+        await _send(producer, topic, raw("c0", AT).to_bytes())
+        await wait_for(lambda: handler.handled == ["c0"] and refused, timeout=30)
+        await _send(producer, topic, raw("c1", AT).to_bytes())
+        await wait_for(lambda: handler.handled == ["c0", "c1"], timeout=30)
+        assert not task.done()
+        # The loop reports what it holds and how far behind it is (about once a second).
+        held = {"consumer": name}
+        await wait_for(lambda: _sample("thirdring_consumer_assigned_partitions", held) == 1)
+        lag = {"consumer": name, "topic": topic}
+        await wait_for(lambda: _sample("thirdring_consumer_lag", lag) == 0)
+    finally:
+        loop.stop()
+        await _finish(task)
+    assert _sample("thirdring_consumer_errors_total", {"consumer": name, "kind": "commit"}) == 1
+    assert _sample("thirdring_consumer_assigned_partitions", {"consumer": name}) == 0
+
+
+async def test_lag_is_what_the_consumer_has_not_handled_yet(
+    broker: EmbeddedBroker, kafka_topics: dict[str, str], producer: AIOKafkaProducer
+) -> None:
+    topic = kafka_topics["topic_raw"]
+    await _send(producer, topic, *(raw(f"l{i}", AT).to_bytes() for i in range(6)))
+    handler = Recorder()
+    original = handler.__call__
+
+    async def slow(items: list[Item[RawMention]]) -> None:
+        await asyncio.sleep(0.4)
+        await original(items)
+
+    name = f"lag-{uuid.uuid4().hex[:6]}"
+    loop = _loop(broker, kafka_topics, producer, f"g-{uuid.uuid4().hex[:8]}", handler)
+    loop.name, loop.handle, loop.max_records = name, slow, 1  # one record per batch
+    labels = {"consumer": name, "topic": topic}
+    seen: list[float] = []
+
+    def caught_up() -> bool:
+        seen.append(_sample("thirdring_consumer_lag", labels))
+        return len(handler.handled) == 6 and seen[-1] == 0
+
+    await _run_until(loop, caught_up)
+    # Behind by several records while it worked through them, never more than were sent.
+    assert 2 <= max(seen) <= 5, seen
+    assert _sample("thirdring_consumer_batch_size_sum", {"consumer": name}) == 6
+    assert _sample("thirdring_consumer_batch_seconds_count", {"consumer": name}) == 6
+
+
+async def test_a_service_started_before_the_broker_waits_for_it(tmp_path: Path) -> None:
+    """A replica started while Kafka restarts waits for it instead of dying at start."""
+    port = free_port()
+    bootstrap = f"127.0.0.1:{port}"
+    producer = make_producer(bootstrap)
+    stop = asyncio.Event()
+    starting = asyncio.create_task(connect("test producer", producer.start, stop))
+    await asyncio.sleep(1.5)
+    assert not starting.done()  # still trying, not failed
+    late = EmbeddedBroker(tmp_path, port=port)
+    await asyncio.to_thread(late.start)
+    try:
+        await asyncio.wait_for(starting, timeout=30)
+        await ensure_topics(bootstrap, ["late-raw", "late-dlq"], partitions=1)
+        await producer.send_and_wait("late-raw", raw("late", AT).to_bytes(), key=b"conv-1")
+        handler = Recorder()
+        loop = ConsumerLoop(
+            name="late",
+            bootstrap=bootstrap,
+            topic="late-raw",
+            group_id=f"g-{uuid.uuid4().hex[:8]}",
+            parse=RawMention.model_validate_json,
+            handle=handler,
+            producer=producer,
+            dlq_topic="late-dlq",
+        )
+        await _run_until(loop, lambda: handler.handled == ["late"])
+    finally:
+        await producer.stop()
+        await asyncio.to_thread(late.stop)
+
+
+async def test_waiting_for_the_broker_ends(tmp_path: Path) -> None:
+    producer = make_producer(f"127.0.0.1:{free_port()}")
+    try:
+        with pytest.raises(KafkaConnectionError):
+            await connect("test producer", producer.start, timeout=1.0)
+        stop = asyncio.Event()
+        stop.set()  # a SIGTERM while it waits: no more tries
+        with pytest.raises(KafkaConnectionError):
+            await asyncio.wait_for(connect("test producer", producer.start, stop), timeout=10)
+    finally:
+        await producer.stop()

@@ -40,6 +40,7 @@ from services.alert.stats.query import (
 )
 from services.alert.stats.schemas import Backlog, ResponseTimesReport, Timeseries
 from services.alert.stats.service import report, timeseries
+from shared import consumer_metrics
 from shared.config import get_settings
 from shared.events import utcnow
 
@@ -375,7 +376,10 @@ async def metrics_access(
 async def metrics_route(request: Request) -> Response:
     """Prometheus metrics computed from the database at scrape time (the same on every
     replica): open cases, breaches, time to first response, mentions and ingest lag per
-    source. Needs a viewer token unless the client is in THIRDRING_METRICS_ALLOW."""
+    source; then this replica's own consumer metrics (``thirdring_consumer_*``: lag, batches,
+    dead letters, errors). Needs a viewer token unless the client is in
+    THIRDRING_METRICS_ALLOW."""
     async with _sessions(request)() as session:
         snap = await metrics.snapshot(session, utcnow())
-    return Response(metrics.render(snap), media_type=metrics.CONTENT_TYPE)
+    body = metrics.render(snap) + consumer_metrics.render()
+    return Response(body, media_type=metrics.CONTENT_TYPE)

@@ -110,10 +110,19 @@ class OutboxDispatcher:
     def _record(self, row: OutboxMessage, error: str | None, now: datetime) -> None:
         row.attempts += 1
         row.claimed_until = None
+        ids = {"case_id": row.case_id, "stage": row.stage}
         if error is None:
             row.status = "sent"
             row.sent_at = utcnow()
             row.last_error = None
+            log.info(
+                "outbox %s (%s) %s sent for case %s",
+                row.id,
+                row.channel,
+                row.stage,
+                row.case_id,
+                extra=ids,
+            )
             return
         row.last_error = error[:2000]
         if row.attempts >= self.max_attempts:
@@ -124,6 +133,7 @@ class OutboxDispatcher:
                 row.channel,
                 row.attempts,
                 error,
+                extra=ids,
             )
             return
         delay = backoff_seconds(row.attempts, self.backoff_base, self.backoff_max)
@@ -135,4 +145,5 @@ class OutboxDispatcher:
             row.attempts,
             delay,
             error,
+            extra=ids,
         )

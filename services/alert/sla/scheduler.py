@@ -118,7 +118,13 @@ async def _fire(
             channels = step["channels"]
     record(session, case.id, "alert", now, stage=deadline.stage, channels=channels)
     await _enqueue(session, case, cycle, deadline.stage, channels, delivery, now, extra)
-    log.info("fired %s for case %s (cycle %s)", deadline.stage, case.id, cycle.seq)
+    log.info(
+        "fired %s for case %s (cycle %s)",
+        deadline.stage,
+        case.id,
+        cycle.seq,
+        extra={"case_id": case.id, "event_id": cycle.started_event_id, "stage": deadline.stage},
+    )
 
 
 async def _team_channels(session: AsyncSession, case: Case, delivery: Delivery) -> list[str]:
