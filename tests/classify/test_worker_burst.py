@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import json
+import subprocess
+import sys
 import uuid
 from collections import defaultdict
 from pathlib import Path
@@ -17,6 +20,8 @@ from shared.events import Author, DeadLetter, RawMention, ScoredMention, utcnow
 from shared.kafka import ensure_topics, make_producer
 from shared.ports import free_port
 from tests.kafka_reader import read_topic, wait_for
+
+THIRDRING = Path(sys.executable).parent / "thirdring"
 
 TEXTS = [
     "My order never arrived and support does not answer, I want a refund",
@@ -111,3 +116,49 @@ async def test_burst_scored_once_in_order_with_dead_letter(
     assert len(letters) == 1
     letter = DeadLetter.model_validate_json(letters[0].value)
     assert letter.stage == "classify" and letter.key == "conv-3"
+    assert_offline_agrees(scored)
+
+
+def assert_offline_agrees(scored: list[ScoredMention]) -> None:
+    """`thirdring classify` (the offline path) scores the same posts as the service did.
+
+    Both run ``Classifier.score``; int8 activations are quantized with one scale per batch and
+    the batches differ (the service's come from the broker), so a probability can move with
+    its batch-mates (up to ~0.2 measured for a borderline Estonian post, see the model card);
+    labels almost never change.
+    """
+    lines = [
+        json.dumps(
+            {
+                "id": s.mention.external_id,
+                "text": s.mention.text,
+                "author": s.mention.author.model_dump(mode="json"),
+            }
+        )
+        for s in scored
+    ]
+    done = subprocess.run(
+        [str(THIRDRING), "classify", "--input", "-", "--output", "-"],
+        input="\n".join(lines) + "\n",
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    offline = {o["id"]: o for o in map(json.loads, done.stdout.splitlines())}
+    assert len(offline) == len(scored)
+    same_labels = 0
+    for s in scored:
+        o = offline[s.mention.external_id]
+        assert o["model_version"] == s.scores.model_version
+        assert o["lang"] == s.scores.lang
+        for label, p in s.scores.sentiment.scores.items():
+            assert abs(o["sentiment"]["scores"][label] - p) < 0.3, (s.mention.text, o)
+        assert abs(o["complaint"]["score"] - s.scores.complaint.score) < 0.3
+        same_labels += (
+            o["sentiment"]["label"] == s.scores.sentiment.label
+            and o["complaint"]["is_complaint"] == s.scores.complaint.is_complaint
+            and o["urgency"]["level"] == s.scores.urgency.level
+        )
+    assert same_labels >= 0.95 * len(scored)
