@@ -29,7 +29,7 @@ test: setup
 	$(BIN)/ruff format --check .
 	# Unbuffered, so a CI log shows how far the suite got even if it is cut off.
 	THIRDRING_TEST_POSTGRES_URL="$${THIRDRING_TEST_POSTGRES_URL:-$$(scripts/postgres-up.sh)}" \
-		PYTHONUNBUFFERED=1 $(BIN)/pytest -ra
+		PYTHONUNBUFFERED=1 $(BIN)/pytest -ra --durations=15
 
 # Without the slow end-to-end tests.
 test-fast: setup
