@@ -12,6 +12,7 @@ from sqlalchemy import (
     JSON,
     BigInteger,
     Boolean,
+    Connection,
     Float,
     ForeignKey,
     Index,
@@ -20,7 +21,11 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    event,
+    inspect,
+    select,
     text,
+    update,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -171,9 +176,30 @@ class ResponseCycle(Base):
     answered_event_id: Mapped[str | None] = mapped_column(String(36))
     response_seconds: Mapped[float | None] = mapped_column(Float)
     breached: Mapped[bool] = mapped_column(Boolean, default=False)
+    # What the stats group and filter by, copied when the cycle is inserted (see
+    # ``_copy_stats_facts``) so they read this table alone: the case's source, brand and
+    # language (never changed after the case opens) and its team and assignee (copied again
+    # to every cycle of the case when they change, see ``_follow_case_owner``), and the
+    # opening post's sentiment, complaint score and ingest lag (ingested_at - created_at).
+    source: Mapped[str | None] = mapped_column(String(64))
+    brand: Mapped[str | None] = mapped_column(String(128))
+    language: Mapped[str | None] = mapped_column(String(16))
+    team_id: Mapped[int | None] = mapped_column(BigId)
+    assignee_id: Mapped[int | None] = mapped_column(BigId)
+    sentiment: Mapped[str | None] = mapped_column(String(16))
+    complaint_score: Mapped[float | None] = mapped_column(Float)
+    ingest_lag_seconds: Mapped[float | None] = mapped_column(Float)
 
     __table_args__ = (
         UniqueConstraint("case_id", "seq"),
+        # A case has one first response (so stats count first cycles as cases).
+        Index(
+            "uq_response_cycles_first",
+            "case_id",
+            unique=True,
+            postgresql_where=text("kind = 'first'"),
+            sqlite_where=text("kind = 'first'"),
+        ),
         Index("ix_response_cycles_started_at", "started_at"),
         # Stats read first (or next) responses by start time.
         Index("ix_response_cycles_kind_started_at", "kind", "started_at"),
@@ -195,6 +221,45 @@ class ResponseCycle(Base):
                 "breached",
             ],
         ),
+    )
+
+
+@event.listens_for(ResponseCycle, "before_insert")
+def _copy_stats_facts(_mapper: Any, connection: Connection, cycle: ResponseCycle) -> None:
+    """Fill a new cycle's stats columns from its case and opening post, whoever inserts it
+    (unless given: bulk loads write them themselves)."""
+    if cycle.source is not None:
+        return
+    case = connection.execute(
+        select(Case.source, Case.brand, Case.language, Case.team_id, Case.assignee_id).where(
+            Case.id == cycle.case_id
+        )
+    ).one_or_none()
+    if case is not None:
+        cycle.source, cycle.brand, cycle.language, cycle.team_id, cycle.assignee_id = case
+    post = connection.execute(
+        select(
+            Mention.sentiment, Mention.complaint_score, Mention.created_at, Mention.ingested_at
+        ).where(Mention.event_id == cycle.started_event_id)
+    ).one_or_none()
+    if post is not None:
+        cycle.sentiment, cycle.complaint_score = post.sentiment, post.complaint_score
+        cycle.ingest_lag_seconds = (post.ingested_at - post.created_at).total_seconds()
+
+
+@event.listens_for(Case, "after_update")
+def _follow_case_owner(_mapper: Any, connection: Connection, case: Case) -> None:
+    """A case given to another team or member: its cycles' copies follow (the stats group
+    every cycle by the case's current team and assignee)."""
+    state = inspect(case)
+    if not (
+        state.attrs.team_id.history.has_changes() or state.attrs.assignee_id.history.has_changes()
+    ):
+        return
+    connection.execute(
+        update(ResponseCycle)
+        .where(ResponseCycle.case_id == case.id)
+        .values(team_id=case.team_id, assignee_id=case.assignee_id)
     )
 
 

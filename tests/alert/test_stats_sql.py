@@ -1,25 +1,41 @@
-"""The stats' SQL paths held to their rules, on SQLite and PostgreSQL.
+"""The stats' SQL paths and the data they read, held to their rules on SQLite and PostgreSQL.
 
 The backlog decides stage and time left in SQL; here every combination of pause, breach,
 warning and deadline that decides them is written into the tables, and the answer is
 compared with the Python twins of the rules (``stage``, ``time_left_bucket``) applied to
-the same rows by hand.
+the same rows by hand. The stats columns of a cycle must equal its case's and opening
+post's, whoever wrote it, and migration 0007 must fill them for the rows already there.
 """
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 from collections import Counter
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
+import sqlalchemy as sa
+from alembic import command
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from services.alert.cases.service import CaseSettings, apply_scored
+from services.alert.config import AlertingConfig
+from services.alert.routing.assignment import reassign_to
+from services.alert.routing.sync import sync_teams_and_rules
+from services.alert.sla.policies import SlaPolicy
+from services.alert.sla.store import sync_policies
 from services.alert.stats.backlog import backlog, stage, time_left_bucket
 from services.alert.stats.schemas import STAGES, TIME_LEFT_BUCKETS
 from shared.db.engine import make_sessionmaker
-from shared.db.models import Deadline
+from shared.db.migrate import alembic_config
+from shared.db.models import Case, Deadline, Mention, ResponseCycle, TeamMember
+from shared.db.types import UTCDateTime
+from shared.events import ScoredMention
 from tests.alert.stats_rows import case_row, cycle_row, mention_row
+from tests.factories import raw, scored
 
 NOW = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
 M = timedelta(minutes=1)
@@ -201,3 +217,193 @@ async def test_backlog_counts_and_listing_follow_the_rules(engine: AsyncEngine) 
     assert [c.case_id for c in got.cases] == [m.case_id for m in ordered]
     two = next(c for c in got.cases if c.conversation_id == "bl-10000")
     assert (two.cycle, two.stage, two.time_left) == (2, "not_warned", "15m_to_1h")
+
+
+# ----- what the writers keep: the cycles' stats columns -----------------------------------
+
+T0 = datetime(2026, 11, 2, 9, 0, tzinfo=UTC)
+POLICY = SlaPolicy(targets={"P1": 600, "P2": 3600, "P3": 7200, "P4": None}, warn_at_fraction=0.5)
+S = timedelta(seconds=1)
+
+
+def _post(ext: str, at: datetime, conversation: str, source: str, **kw: Any) -> ScoredMention:
+    level = kw.pop("level", "P1")
+    event = scored(raw(ext, at, conversation=conversation, source=source, **kw), level)
+    # Ingested a little later than written, to the microsecond (the lag is a float).
+    event.mention.ingested_at = at + timedelta(seconds=1.5, microseconds=int(ext) * 37)
+    return event
+
+
+async def test_cycles_carry_their_case_and_post_facts(engine: AsyncEngine) -> None:
+    """The stats columns copied onto a cycle when it is inserted, by the application or by
+    anyone writing rows, equal what the case and the opening post say."""
+    sessions = make_sessionmaker(engine)
+    care = {"name": "care", "members": [{"handle": "ann"}, {"handle": "bob"}]}
+    routing = [{"name": "twitter", "when": {"source": ["twitter"]}, "team": "care"}]
+    async with sessions() as s, s.begin():
+        await sync_policies(s, [POLICY], T0)
+        config = AlertingConfig.model_validate({"teams": [care], "routing": routing})
+        await sync_teams_and_rules(s, config, T0)
+        for event in (
+            _post("1", T0, "a", "twitter"),
+            _post("2", T0 + 60 * S, "a", "twitter", brand_post=True),
+            _post("3", T0 + 120 * S, "a", "twitter", level="P3"),
+            _post("4", T0, "b", "reddit", level="P4"),
+            _post("5", T0, "c", "twitter"),
+        ):
+            await apply_scored(s, event, CaseSettings(), T0 + 200 * S)
+        s.add(mention_row("x1", "rss", T0, lag=0.25, sentiment="neutral", complaint=0.1))
+        case = case_row("x", "rss", "P2", T0, brand="zeta", language="it")
+        s.add(case)
+        await s.flush()
+        s.add(cycle_row(case.id, 1, T0, "x1", "P2"))
+    # Given to someone else, then to a team of its own: both cycles of "a" follow.
+    async with sessions() as s, s.begin():
+        a = await s.scalar(select(Case).where(Case.conversation_id == "a"))
+        assert a is not None and a.assignee_id is not None and a.cycles == 2
+        held = await s.get(TeamMember, a.assignee_id)
+        assert held is not None
+        other = await reassign_to(s, a, "bob" if held.handle == "ann" else "ann", T0, "test")
+        assert other.id != held.id
+    async with sessions() as s:
+        rows = (
+            await s.execute(
+                select(ResponseCycle, Case, Mention)
+                .join(Case, Case.id == ResponseCycle.case_id)
+                .join(Mention, Mention.event_id == ResponseCycle.started_event_id)
+                .order_by(ResponseCycle.id)
+            )
+        ).all()
+    assert len(rows) == 5
+    for cycle, case, post in rows:
+        assert (cycle.source, cycle.brand, cycle.language) == (
+            case.source,
+            case.brand,
+            case.language,
+        )
+        assert (cycle.team_id, cycle.assignee_id) == (case.team_id, case.assignee_id)
+        assert (cycle.sentiment, cycle.complaint_score) == (post.sentiment, post.complaint_score)
+        assert cycle.ingest_lag_seconds == (post.ingested_at - post.created_at).total_seconds()
+    assert rows[-1][0].ingest_lag_seconds == 0.25 and rows[-1][0].language == "it"
+    assert sum(cycle.assignee_id is not None for cycle, _, _ in rows) == 3  # a (2), c
+
+
+# ----- migration 0007 on rows that were there before --------------------------------------
+
+
+async def test_migrations_fill_the_rows_already_there(db_url: str, engine: AsyncEngine) -> None:
+    cfg = alembic_config(db_url)
+    await asyncio.to_thread(command.downgrade, cfg, "0006")
+    when = UTCDateTime()
+    cases = sa.table(
+        "cases",
+        *(sa.column(c) for c in ("id", "conversation_id", "brand", "source", "status")),
+        *(sa.column(c) for c in ("priority", "cycles", "language", "team_id", "assignee_id")),
+        *(sa.column(c, when) for c in ("opened_at", "created_at", "updated_at")),
+    )
+    posts = sa.table(
+        "mentions",
+        *(sa.column(c) for c in ("event_id", "source", "external_id", "conversation_id")),
+        *(sa.column(c) for c in ("brand", "author_id", "is_brand", "text", "lang", "sentiment")),
+        *(sa.column(c) for c in ("negative_score", "complaint_score", "urgency_score")),
+        *(sa.column(c) for c in ("priority", "model_version")),
+        sa.column("reasons", sa.JSON()),
+        *(sa.column(c, when) for c in ("created_at", "ingested_at", "stored_at")),
+    )
+    cycles = sa.table(
+        "response_cycles",
+        *(sa.column(c) for c in ("id", "case_id", "seq", "kind", "started_event_id")),
+        *(sa.column(c) for c in ("priority", "target_seconds", "response_seconds", "breached")),
+        *(sa.column(c, when) for c in ("started_at", "due_at", "answered_at")),
+    )
+    # Ids far apart, so the batched fill on PostgreSQL takes several batches.
+    made = [
+        (1, "twitter", "acme", "en", 1.25, "negative", 0.9),
+        (60_000, "reddit", "zeta", "it", 0.000004, "neutral", 0.2),
+        (120_001, "rss", "nova", None, None, None, None),  # its opening post is missing
+    ]
+    async with engine.begin() as conn:
+        # The reddit case is care's, held by ann (ids 7 and 8).
+        await conn.execute(
+            sa.text(
+                "INSERT INTO teams (id, name, channels, active, updated_at)"
+                " VALUES (7, 'care', '{}', true, :at)"
+            ),
+            {"at": T0.replace(tzinfo=None)},
+        )
+        await conn.execute(
+            sa.text(
+                "INSERT INTO team_members (id, team_id, handle, name, role, active)"
+                " VALUES (8, 7, 'ann', 'Ann', 'agent', true)"
+            )
+        )
+        for cid, source, brand, language, lag, sentiment, complaint in made:
+            values = {"id": cid, "conversation_id": f"m{cid}", "brand": brand, "source": source}
+            owner = {"team_id": 7, "assignee_id": 8} if source == "reddit" else {}
+            await conn.execute(
+                cases.insert().values(
+                    **values,
+                    **owner,
+                    status="answered",
+                    priority="P1",
+                    cycles=1,
+                    language=language,
+                    opened_at=T0,
+                    created_at=T0,
+                    updated_at=T0,
+                )
+            )
+            if lag is not None:
+                await conn.execute(
+                    posts.insert().values(
+                        event_id=f"e{cid}",
+                        source=source,
+                        external_id=str(cid),
+                        conversation_id=f"m{cid}",
+                        brand=brand,
+                        author_id="u",
+                        is_brand=False,
+                        text="help",
+                        lang="en",
+                        sentiment=sentiment,
+                        negative_score=0.5,
+                        complaint_score=complaint,
+                        urgency_score=0.5,
+                        priority="P1",
+                        reasons={},
+                        model_version="test",
+                        created_at=T0,
+                        ingested_at=T0 + timedelta(seconds=lag),
+                        stored_at=T0,
+                    )
+                )
+            # Answered after 90 s (twitter), late without the flag (reddit), never (rss).
+            answered = {1: 90.0, 60_000: 900.0}.get(cid)
+            await conn.execute(
+                cycles.insert().values(
+                    id=cid,
+                    case_id=cid,
+                    seq=1,
+                    kind="first",
+                    started_event_id=f"e{cid}",
+                    priority="P1",
+                    target_seconds=600.0,
+                    breached=False,
+                    started_at=T0,
+                    due_at=T0 + timedelta(seconds=600),
+                    response_seconds=answered,
+                    answered_at=None if answered is None else T0 + timedelta(seconds=answered),
+                )
+            )
+    await asyncio.to_thread(command.upgrade, cfg, "head")
+
+    sessions = make_sessionmaker(engine)
+    async with sessions() as s:
+        got = {c.id: c for c in (await s.scalars(select(ResponseCycle))).all()}
+    for cid, source, brand, language, lag, sentiment, complaint in made:
+        cycle = got[cid]
+        assert (cycle.source, cycle.brand, cycle.language) == (source, brand, language)
+        assert (cycle.sentiment, cycle.complaint_score) == (sentiment, complaint)
+        assert cycle.ingest_lag_seconds == lag  # exact, to the microsecond
+        owner = (7, 8) if source == "reddit" else (None, None)
+        assert (cycle.team_id, cycle.assignee_id) == owner

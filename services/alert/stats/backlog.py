@@ -94,10 +94,13 @@ def time_left_sql(now: datetime) -> ColumnElement[str]:
     )
 
 
-def waiting(stmt: Any, filters: dict[str, tuple[KeyValue, ...]]) -> Any:
-    """Each open case with its waiting cycle (should there be more, the latest), filtered."""
+def waiting(
+    stmt: Any, filters: dict[str, tuple[KeyValue, ...]], fields: tuple[str, ...] = ()
+) -> Any:
+    """Each open case with its waiting cycle (should there be more, the latest), filtered;
+    ``fields`` names what else is selected (team, assignee: their joins)."""
     later = aliased(RC)
-    stmt = joined(stmt).where(
+    stmt = joined(stmt, [*fields, *filters], case=True).where(
         Case.status == "open",
         RC.answered_at.is_(None),
         ~exists().where(
@@ -139,6 +142,7 @@ async def backlog(
             bucket,
         ),
         filters,
+        ("team", "assignee"),
     ).order_by(RC.started_at, RC.id)
     rows = (await session.execute(listed.limit(limit))).all()
     cases = [
