@@ -1,14 +1,17 @@
-"""Prometheus metrics of the alert service, computed from the database at scrape time.
+"""Prometheus metrics of the alert service, read from the database at scrape time.
 
-Every number comes from the tables, not from in-process counters, so all replicas of the
-alert service report the same values (scrape any one; sum nothing). Each scrape reads a
-snapshot with a few aggregate queries, then a custom collector on a registry of its own
-(never the process-global one) renders it:
+Every number comes from the database, not from in-process counters, so all replicas of the
+alert service report the same values (scrape any one; sum nothing). A scrape reads a few
+small things, never whole tables: the open cases (``ix_cases_open``, partial), the counters
+that writers keep as events happen (``stats_counters``, services/alert/stats/counters.py),
+and the cycles waiting past their deadline whose breach has not fired yet
+(``ix_response_cycles_unfired``, partial; normally none). A custom collector on a registry
+of its own (never the process-global one) renders the snapshot:
 
 | metric | type | labels |
 |---|---|---|
 | ``thirdring_cases_open`` | gauge | source, priority |
-| ``thirdring_breaches_total`` | counter | source, priority (of the cycle) |
+| ``thirdring_breaches_total`` | counter | source, priority (of the cycle when it breached) |
 | ``thirdring_first_response_seconds`` | histogram (wall clock) | source |
 | ``thirdring_mentions_total`` | counter | source |
 | ``thirdring_ingest_lag_seconds`` | histogram (ingested_at - created_at) | source |
@@ -20,10 +23,10 @@ distribution, e.g. ``histogram_quantile(0.9, rate(thirdring_ingest_lag_seconds_b
 from __future__ import annotations
 
 import math
+from collections import defaultdict
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
 
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import (
@@ -33,16 +36,14 @@ from prometheus_client.core import (
     Metric,
 )
 from prometheus_client.registry import Collector
-from sqlalchemy import ColumnElement, Float, case, cast, extract, func, select
+from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from services.alert.stats.service import breach_clause
-from shared.db.models import Case, Mention, ResponseCycle
+from services.alert.stats import counters
+from services.alert.stats.counters import INF, le_label
+from shared.db.models import Case, ResponseCycle
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
-
-RESPONSE_BUCKETS = (30, 60, 120, 300, 600, 900, 1800, 3600, 7200, 14400, 28800, 86400)
-LAG_BUCKETS = (0.5, 1, 2, 5, 10, 30, 60, 120, 300, 600, 1800, 3600)
 
 
 @dataclass
@@ -62,22 +63,16 @@ class Snapshot:
     ingest_lag: dict[str, Histogram] = field(default_factory=dict)
 
 
-def _bound(value: float) -> str:
-    return "+Inf" if math.isinf(value) else repr(float(value))
+def _histogram(counts: dict[str, int], total: float, bounds: Sequence[float]) -> Histogram:
+    """Cumulative buckets from the counts per bucket (keyed by their ``le`` label)."""
 
+    def upper(le: str) -> float:
+        return math.inf if le == INF else float(le)
 
-def _histogram_columns(
-    value: ColumnElement[Any], bounds: Sequence[float]
-) -> list[ColumnElement[Any]]:
-    cols = [func.sum(case((value <= b, 1), else_=0)) for b in bounds]
-    return [*cols, func.count(value), func.coalesce(func.sum(value), 0.0)]
-
-
-def _histogram(row: Sequence[Any], bounds: Sequence[float]) -> Histogram:
-    counts = [int(c or 0) for c in row[: len(bounds)]]
-    count, total = int(row[len(bounds)] or 0), float(row[len(bounds) + 1] or 0.0)
-    labels = [_bound(b) for b in bounds]
-    return Histogram([*zip(labels, counts, strict=True), ("+Inf", count)], total)
+    cumulative = [
+        (le_label(b), sum(n for le, n in counts.items() if upper(le) <= b)) for b in bounds
+    ]
+    return Histogram([*cumulative, (INF, sum(counts.values()))], total)
 
 
 async def snapshot(session: AsyncSession, now: datetime) -> Snapshot:
@@ -91,42 +86,32 @@ async def snapshot(session: AsyncSession, now: datetime) -> Snapshot:
 
     rc = ResponseCycle
     rows = await session.execute(
-        select(Case.source, rc.priority, func.count())
-        .select_from(rc)
-        .join(Case, Case.id == rc.case_id)
-        .where(breach_clause(now))
-        .group_by(Case.source, rc.priority)
+        select(rc.source, rc.priority, func.count())
+        .where(counters.overdue_unfired(now))
+        .group_by(rc.source, rc.priority)
     )
-    snap.breaches = {(s, p): n for s, p, n in rows.all()}
+    breaches: dict[tuple[str, str], int] = {(s or "", p): n for s, p, n in rows.all()}
 
-    rows = await session.execute(
-        select(Case.source, *_histogram_columns(rc.response_seconds, RESPONSE_BUCKETS))
-        .select_from(rc)
-        .join(Case, Case.id == rc.case_id)
-        .where(rc.kind == "first", rc.response_seconds.is_not(None))
-        .group_by(Case.source)
-    )
-    snap.first_response = {r[0]: _histogram(r[1:], RESPONSE_BUCKETS) for r in rows.all()}
-
-    lag = _lag_seconds(session)
-    rows = await session.execute(
-        select(Mention.source, func.count(), *_histogram_columns(lag, LAG_BUCKETS)).group_by(
-            Mention.source
-        )
-    )
-    for r in rows.all():
-        snap.mentions[r[0]] = r[1]
-        snap.ingest_lag[r[0]] = _histogram(r[2:], LAG_BUCKETS)
+    by_bucket: dict[tuple[str, str], dict[str, int]] = defaultdict(dict)
+    totals: dict[tuple[str, str], float] = defaultdict(float)
+    for row in await counters.read(session):
+        if row.metric == "breach":
+            key = (row.source, row.priority)
+            breaches[key] = breaches.get(key, 0) + row.events
+        else:
+            by_bucket[(row.metric, row.source)][row.le] = row.events
+            totals[(row.metric, row.source)] += row.total
+    snap.breaches = breaches
+    for (metric, source), counts in by_bucket.items():
+        if metric == "first_response":
+            hist = _histogram(counts, totals[(metric, source)], counters.RESPONSE_BUCKETS)
+            snap.first_response[source] = hist
+        elif metric == "mention":
+            snap.mentions[source] = sum(counts.values())
+            snap.ingest_lag[source] = _histogram(
+                counts, totals[(metric, source)], counters.LAG_BUCKETS
+            )
     return snap
-
-
-def _lag_seconds(session: AsyncSession) -> ColumnElement[Any]:
-    if session.get_bind().dialect.name == "postgresql":
-        return cast(extract("epoch", Mention.ingested_at - Mention.created_at), Float)
-    # SQLite stores UTC as text; julianday keeps milliseconds, so round to them (else a lag
-    # of exactly 1 s could land a few microseconds past its bucket's bound).
-    days = func.julianday(Mention.ingested_at) - func.julianday(Mention.created_at)
-    return func.round(days * 86400.0, 3)
 
 
 class DatabaseCollector(Collector):

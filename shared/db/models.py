@@ -150,6 +150,11 @@ class Case(Base):
     )
 
 
+UNFIRED = (
+    "answered_at IS NULL AND breached IS false AND paused_at IS NULL AND target_seconds IS NOT NULL"
+)
+
+
 class ResponseCycle(Base):
     """One wait for the brand: from a customer post to the brand's next post.
 
@@ -203,6 +208,15 @@ class ResponseCycle(Base):
         Index("ix_response_cycles_started_at", "started_at"),
         # Stats read first (or next) responses by start time.
         Index("ix_response_cycles_kind_started_at", "kind", "started_at"),
+        # Waiting past the deadline with the breach not fired yet (normally none: the
+        # scheduler fires it), which /metrics counts at scrape time.
+        Index(
+            "ix_response_cycles_unfired",
+            "due_at",
+            postgresql_where=text(UNFIRED),
+            sqlite_where=text(UNFIRED),
+            postgresql_include=["source", "priority"],
+        ),
         # Waiting cycles only, longest wait first: the backlog (its list, with ORDER BY
         # started_at, id LIMIT, and its counts).
         Index(
@@ -261,6 +275,23 @@ def _follow_case_owner(_mapper: Any, connection: Connection, case: Case) -> None
         .where(ResponseCycle.case_id == case.id)
         .values(team_id=case.team_id, assignee_id=case.assignee_id)
     )
+
+
+class StatsCounter(Base):
+    """Events counted as they happen, for ``/metrics`` (services/alert/stats/counters.py).
+
+    ``le`` is the histogram bucket (upper bound, ``+Inf``; not cumulative), or '' for a
+    plain counter; ``priority`` is '' where the metric has none.
+    """
+
+    __tablename__ = "stats_counters"
+
+    metric: Mapped[str] = mapped_column(String(32), primary_key=True)
+    source: Mapped[str] = mapped_column(String(64), primary_key=True)
+    priority: Mapped[str] = mapped_column(String(2), primary_key=True)
+    le: Mapped[str] = mapped_column(String(16), primary_key=True)
+    events: Mapped[int] = mapped_column(BigInteger)
+    total: Mapped[float] = mapped_column(Float)
 
 
 class Deadline(Base):

@@ -26,6 +26,7 @@ from services.alert.api.app import create_api_app
 from services.alert.sla.calendars import Calendar
 from services.alert.sla.policies import SlaPolicy
 from services.alert.sla.store import save_policy
+from services.alert.stats.counters import recount
 from services.alert.stats.query import StatsQuery
 from services.alert.stats.service import _in_sql, report
 from shared.config import get_settings
@@ -569,6 +570,10 @@ def _samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
 async def test_metrics_from_the_database_and_who_may_scrape(
     api: Api, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    # The rows were written straight into the tables, around the writers that keep the
+    # counters: count them from the rows, as migration 0008 does for existing data.
+    async with api.sessions() as s, s.begin():
+        await recount(s)
     # From 127.0.0.1, allowed by default: no token needed.
     get_settings.cache_clear()
     r = await api.client.get("/metrics")

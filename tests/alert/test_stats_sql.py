@@ -3,8 +3,9 @@
 The backlog decides stage and time left in SQL; here every combination of pause, breach,
 warning and deadline that decides them is written into the tables, and the answer is
 compared with the Python twins of the rules (``stage``, ``time_left_bucket``) applied to
-the same rows by hand. The stats columns of a cycle must equal its case's and opening
-post's, whoever wrote it, and migration 0007 must fill them for the rows already there.
+the same rows by hand. The counters behind ``/metrics`` must equal a recount of the rows
+after real events (and ignore a rolled-back batch); the stats columns of a cycle must equal
+its case's and opening post's.
 """
 
 from __future__ import annotations
@@ -16,18 +17,22 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import pytest
 import sqlalchemy as sa
 from alembic import command
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from services.alert.cases.actions import mark_answered
 from services.alert.cases.service import CaseSettings, apply_scored
 from services.alert.config import AlertingConfig
 from services.alert.routing.assignment import reassign_to
 from services.alert.routing.sync import sync_teams_and_rules
 from services.alert.sla.policies import SlaPolicy
+from services.alert.sla.scheduler import fire_due
 from services.alert.sla.store import sync_policies
 from services.alert.stats.backlog import backlog, stage, time_left_bucket
+from services.alert.stats.counters import read, recount
 from services.alert.stats.schemas import STAGES, TIME_LEFT_BUCKETS
 from shared.db.engine import make_sessionmaker
 from shared.db.migrate import alembic_config
@@ -219,7 +224,7 @@ async def test_backlog_counts_and_listing_follow_the_rules(engine: AsyncEngine) 
     assert (two.cycle, two.stage, two.time_left) == (2, "not_warned", "15m_to_1h")
 
 
-# ----- what the writers keep: the cycles' stats columns -----------------------------------
+# ----- what the writers keep: counters, the cycles' stats columns -------------------------
 
 T0 = datetime(2026, 11, 2, 9, 0, tzinfo=UTC)
 POLICY = SlaPolicy(targets={"P1": 600, "P2": 3600, "P3": 7200, "P4": None}, warn_at_fraction=0.5)
@@ -232,6 +237,69 @@ def _post(ext: str, at: datetime, conversation: str, source: str, **kw: Any) -> 
     # Ingested a little later than written, to the microsecond (the lag is a float).
     event.mention.ingested_at = at + timedelta(seconds=1.5, microseconds=int(ext) * 37)
     return event
+
+
+async def _counters(engine: AsyncEngine) -> dict[tuple[str, str, str, str], tuple[int, float]]:
+    async with make_sessionmaker(engine)() as s:
+        rows = await read(s)
+    return {(r.metric, r.source, r.priority, r.le): (r.events, r.total) for r in rows}
+
+
+async def test_counters_move_with_committed_events_only(engine: AsyncEngine) -> None:
+    sessions = make_sessionmaker(engine)
+    async with sessions() as s, s.begin():
+        await sync_policies(s, [POLICY], T0)
+
+    async def apply(*events: ScoredMention, now: datetime = T0 + 10 * S) -> None:
+        async with sessions() as s, s.begin():
+            for e in events:
+                await apply_scored(s, e, CaseSettings(), now)
+
+    # Answered in time; answered late (breach when answered); a duplicate delivery.
+    await apply(
+        _post("1", T0, "a", "twitter"),
+        _post("2", T0 + 90 * S, "a", "twitter", brand_post=True),
+        _post("3", T0, "b", "reddit"),
+    )
+    await apply(_post("3", T0, "b", "reddit"), now=T0 + 20 * 60 * S)
+    await apply(_post("4", T0 + 1200 * S, "b", "reddit", brand_post=True), now=T0 + 1300 * S)
+    # The breach fires first, then the answer comes: one breach.
+    await apply(_post("5", T0, "c", "twitter", level="P2"))
+    assert await fire_due(sessions, ["log"], now=T0 + 2 * 3600 * S) >= 1
+    await apply(_post("6", T0 + 3 * 3600 * S, "c", "twitter", brand_post=True))
+    # A next cycle (answered late: a breach, no first response) and one marked answered.
+    await apply(
+        _post("7", T0 + 3 * 3600 * S + 60 * S, "a", "twitter", level="P2"),
+        _post("8", T0 + 5 * 3600 * S, "a", "twitter", brand_post=True),
+        _post("9", T0, "d", "bluesky", level="P4"),
+    )
+    async with sessions() as s, s.begin():
+        case_d = await s.scalar(select(Case.id).where(Case.conversation_id == "d"))
+        assert case_d is not None
+        await mark_answered(s, case_d, "ann", T0 + 4000 * S, None)
+
+    # A transaction that rolls back leaves no trace, even in a session used again.
+    async with sessions() as s:
+        with pytest.raises(RuntimeError):
+            async with s.begin():
+                await apply_scored(s, _post("10", T0, "e", "rss"), CaseSettings(), T0)
+                raise RuntimeError("the batch fails")
+        async with s.begin():
+            await apply_scored(s, _post("11", T0, "f", "rss", level="P4"), CaseSettings(), T0)
+
+    kept = await _counters(engine)
+    assert kept[("breach", "reddit", "P1", "")][0] == 1
+    assert kept[("breach", "twitter", "P2", "")][0] == 2  # fired (c), next cycle late (a)
+    assert sum(n for k, (n, _) in kept.items() if k[0] == "first_response") == 4
+    assert sum(n for k, (n, _) in kept.items() if k[0] == "mention") == 10
+    # What the writers kept is what the tables say (as migration 0008 counts them).
+    async with sessions() as s, s.begin():
+        await recount(s)
+    recounted = await _counters(engine)
+    assert kept.keys() == recounted.keys()
+    for key, (n, total) in kept.items():
+        assert recounted[key][0] == n, key
+        assert recounted[key][1] == pytest.approx(total, rel=1e-12), key
 
 
 async def test_cycles_carry_their_case_and_post_facts(engine: AsyncEngine) -> None:
@@ -288,7 +356,7 @@ async def test_cycles_carry_their_case_and_post_facts(engine: AsyncEngine) -> No
     assert sum(cycle.assignee_id is not None for cycle, _, _ in rows) == 3  # a (2), c
 
 
-# ----- migration 0007 on rows that were there before --------------------------------------
+# ----- migrations 0007 and 0008 on rows that were there before ----------------------------
 
 
 async def test_migrations_fill_the_rows_already_there(db_url: str, engine: AsyncEngine) -> None:
@@ -400,6 +468,7 @@ async def test_migrations_fill_the_rows_already_there(db_url: str, engine: Async
     sessions = make_sessionmaker(engine)
     async with sessions() as s:
         got = {c.id: c for c in (await s.scalars(select(ResponseCycle))).all()}
+        migrated = {(r.metric, r.source, r.priority, r.le): r.events for r in await read(s)}
     for cid, source, brand, language, lag, sentiment, complaint in made:
         cycle = got[cid]
         assert (cycle.source, cycle.brand, cycle.language) == (source, brand, language)
@@ -407,3 +476,15 @@ async def test_migrations_fill_the_rows_already_there(db_url: str, engine: Async
         assert cycle.ingest_lag_seconds == lag  # exact, to the microsecond
         owner = (7, 8) if source == "reddit" else (None, None)
         assert (cycle.team_id, cycle.assignee_id) == owner
+    assert migrated == {
+        ("mention", "twitter", "", "2.0"): 1,
+        ("mention", "reddit", "", "0.5"): 1,
+        ("first_response", "twitter", "", "120.0"): 1,
+        ("first_response", "reddit", "", "900.0"): 1,
+        ("breach", "reddit", "P1", ""): 1,
+    }
+    # What the migration counted is what the application's recount says.
+    async with sessions() as s, s.begin():
+        await recount(s)
+    async with sessions() as s:
+        assert {(r.metric, r.source, r.priority, r.le): r.events for r in await read(s)} == migrated

@@ -27,6 +27,7 @@ from services.alert.routing.rules import route
 from services.alert.sla import clock
 from services.alert.sla.policies import CycleKind, Facts, SlaPolicy, choose, more_urgent
 from services.alert.sla.store import active_policies, policy_by_id
+from services.alert.stats import counters
 from shared.db.models import Case, Mention, ResponseCycle
 from shared.events import ScoredMention, utcnow
 
@@ -102,6 +103,7 @@ async def apply_scored(
             session.add(_mention_row(scored, now))
     except IntegrityError:
         return Outcome(m.event_id, "duplicate")
+    counters.mention_stored(session, m.source, (m.ingested_at - m.created_at).total_seconds())
 
     case = await session.scalar(select(Case).where(Case.conversation_id == m.conversation_id))
     if m.is_brand:
@@ -307,7 +309,12 @@ async def answer(
     cycle.answered_at = at
     cycle.answered_event_id = via
     cycle.response_seconds = (at - cycle.started_at).total_seconds()
-    cycle.breached = cycle.breached or (cycle.due_at is not None and at > cycle.due_at)
+    late = cycle.due_at is not None and at > cycle.due_at
+    if late and not cycle.breached and cycle.target_seconds is not None:
+        counters.breached(session, case.source, cycle.priority)
+    cycle.breached = cycle.breached or late
+    if cycle.kind == "first":
+        counters.first_response(session, case.source, cycle.response_seconds)
     case.status = "answered"
     case.answered_at = at
     case.reply_url = url

@@ -26,6 +26,7 @@ from services.alert.cases.timeline import record
 from services.alert.notify.payload import alert_payload
 from services.alert.routing.assignment import reassign_if_idle
 from services.alert.sla import clock
+from services.alert.stats import counters
 from shared.db.locks import is_postgres
 from shared.db.models import (
     Case,
@@ -107,6 +108,8 @@ async def _fire(
     extra: dict[str, Any] = {}
     channels = await _team_channels(session, case, delivery)
     if family == "breach":
+        if not cycle.breached and cycle.target_seconds is not None:
+            counters.breached(session, case.source, cycle.priority)
         cycle.breached = True
         await _start_escalation(session, case, cycle, now, breach_at=deadline.due_at)
     elif family == "escalation":
