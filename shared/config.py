@@ -63,6 +63,8 @@ class Settings(BaseSettings):
     notify_max_attempts: int = Field(default=8, ge=1)
     notify_backoff_base: float = Field(default=1.0, gt=0)
     notify_backoff_max: float = Field(default=300.0, gt=0)
+    # A notification claimed by a replica that then dies is retried after this many seconds.
+    notify_lease_seconds: float = Field(default=60.0, gt=10)
 
     # Classifier
     model_dir: Path | None = None

@@ -13,8 +13,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from shared.broker import EmbeddedBroker
 from shared.config import Settings
 from shared.db.engine import make_engine
-from shared.db.migrate import upgrade_async
 from tests.http_receiver import HttpReceiver
+from tests.procs import database
 
 POSTGRES_URL = os.environ.get("THIRDRING_TEST_POSTGRES_URL", "")
 
@@ -38,28 +38,10 @@ def _db_params() -> list[object]:
 
 @pytest.fixture(params=_db_params())
 async def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[str]:
-    """A migrated, empty database: a fresh SQLite file, or a fresh schema in PostgreSQL."""
-    if request.param == "sqlite":
-        url = f"sqlite+aiosqlite:///{tmp_path / 'test.db'}"
-        await upgrade_async(url)
+    """A migrated, empty database: a fresh SQLite file, or a fresh database in PostgreSQL
+    (one per test keeps PostgreSQL tests independent without dropping tables)."""
+    async with database(POSTGRES_URL if request.param == "postgres" else None, tmp_path) as url:
         yield url
-        return
-    # A database per test keeps PostgreSQL tests independent without dropping tables.
-    name = f"t_{uuid.uuid4().hex[:12]}"
-    admin = make_engine(POSTGRES_URL)
-    async with admin.connect() as conn:
-        conn = await conn.execution_options(isolation_level="AUTOCOMMIT")
-        await conn.exec_driver_sql(f"CREATE DATABASE {name}")
-    base = POSTGRES_URL.rsplit("/", 1)[0]
-    url = f"{base}/{name}"
-    await upgrade_async(url)
-    try:
-        yield url
-    finally:
-        async with admin.connect() as conn:
-            conn = await conn.execution_options(isolation_level="AUTOCOMMIT")
-            await conn.exec_driver_sql(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
-        await admin.dispose()
 
 
 @pytest.fixture

@@ -104,6 +104,7 @@ async def run_alert(
         max_attempts=settings.notify_max_attempts,
         backoff_base=settings.notify_backoff_base,
         backoff_max=settings.notify_backoff_max,
+        lease_seconds=settings.notify_lease_seconds,
     )
     delivery = Delivery(
         default_channels=config.default_channels,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import functools
+import logging
 import uuid
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
@@ -204,6 +205,39 @@ async def test_committed_records_are_not_handled_again(
         await _finish(task2)
     assert second.handled == ["new0"]
     assert loop2.dead_lettered == 0
+
+
+async def test_stop_leaves_the_group(
+    broker: EmbeddedBroker,
+    kafka_topics: dict[str, str],
+    producer: AIOKafkaProducer,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A stopped consumer tells the broker it leaves (LeaveGroup), so the other replicas get
+    its partitions in the next rebalance instead of after its session times out.
+
+    aiokafka leaves only from a generation above 0, and Tansu numbers its first generation
+    0 (Apache Kafka: 1): a lone replica on Tansu just times out. So two replicas here."""
+    caplog.set_level(logging.INFO, logger="aiokafka.consumer.group_coordinator")
+    group = f"g-{uuid.uuid4().hex[:8]}"
+    first = _loop(broker, kafka_topics, producer, group, Recorder())
+    second = _loop(broker, kafka_topics, producer, group, Recorder())
+    tasks = [asyncio.create_task(first.run())]
+    try:
+        await wait_for(lambda: first.consumer.assignment(), timeout=30)
+        tasks.append(asyncio.create_task(second.run()))  # a rebalance: generation 1
+
+        def generation(loop: ConsumerLoop[RawMention]) -> int:
+            coordinator = loop.consumer._coordinator  # None until the consumer starts
+            return -1 if coordinator is None else int(coordinator.generation)
+
+        await wait_for(lambda: min(generation(first), generation(second)) >= 1, timeout=60)
+    finally:
+        first.stop()
+        await _finish(tasks[0])
+        second.stop()
+        await _finish(tasks[1])
+    assert "LeaveGroup request succeeded" in caplog.text
 
 
 async def test_stop_ends_run_when_idle(

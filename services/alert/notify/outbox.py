@@ -29,7 +29,9 @@ from shared.events import utcnow
 
 log = logging.getLogger(__name__)
 
-LEASE = timedelta(seconds=60)
+# How long a claimed row is left to its dispatcher; after a crash, until this has passed,
+# nobody retries it. Longer than a send can take (notifiers time out after 10 s).
+LEASE_SECONDS = 60.0
 
 
 def backoff_seconds(attempts: int, base: float, cap: float) -> float:
@@ -47,6 +49,7 @@ class OutboxDispatcher:
         backoff_base: float,
         backoff_max: float,
         batch: int = 50,
+        lease_seconds: float = LEASE_SECONDS,
     ) -> None:
         self.sessions = sessions
         self.notifiers = notifiers
@@ -54,6 +57,7 @@ class OutboxDispatcher:
         self.backoff_base = backoff_base
         self.backoff_max = backoff_max
         self.batch = batch
+        self.lease = timedelta(seconds=lease_seconds)
 
     async def _claim(self, now: datetime) -> list[OutboxMessage]:
         earlier = aliased(OutboxMessage)
@@ -81,7 +85,7 @@ class OutboxDispatcher:
                 stmt = stmt.with_for_update(skip_locked=True, of=OutboxMessage)
             rows = list((await session.scalars(stmt)).all())
             for row in rows:
-                row.claimed_until = now + LEASE
+                row.claimed_until = now + self.lease
         return rows
 
     async def dispatch_due(self, now: datetime | None = None) -> int:
