@@ -70,12 +70,21 @@ async def ensure_topics(bootstrap: str, names: Sequence[str], partitions: int) -
         await admin.close()
 
 
+# Per partition: a classify batch (256 scored events over 12 partitions, ~25 KB each) or a
+# replay chunk fits in one record batch, so it goes out as one request, not a train of 16 KB
+# ones (aiokafka's default). Fewer, larger requests; and Tansu's S3 engine (the durable dev
+# broker) was seen to misplace a batch that followed another of the same partition within
+# milliseconds (docs/operations.md, "Faults").
+MAX_BATCH_BYTES = 256 * 1024
+
+
 def make_producer(bootstrap: str) -> AIOKafkaProducer:
     # acks=all and no idempotence: Tansu has no InitProducerId; effects are idempotent instead.
     return AIOKafkaProducer(
         bootstrap_servers=bootstrap,
         acks="all",
         linger_ms=5,
+        max_batch_size=MAX_BATCH_BYTES,
         max_request_size=MAX_MESSAGE_BYTES,
     )
 
