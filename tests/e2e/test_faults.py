@@ -20,13 +20,14 @@ The faults are placed at random points of progress (THIRDRING_FAULT_SEED picks t
 printed, so a failing run can be repeated). THIRDRING_FAULT_POSTS changes the number of
 posts (default 10,000) for quick local runs.
 
-Tansu 0.6's S3 storage engine, unlike Apache Kafka, can lose acknowledged records when two
-clients write one partition at the same moment (its offset bookkeeping then places the next
-batch over the end of the previous one, which shadows it); it was also seen once after a
-producer was killed in the middle of a write. So the test gives each topic one writer at a
-time (bad records before any post, the replay before the webhook, one letter key per
-stage), kills no replay, and, if posts are missing, says first whether the broker's own
-files overlap (its fault, not the pipeline's). See docs/operations.md.
+Tansu 0.6's S3 storage engine, unlike Apache Kafka, can lose acknowledged records when one
+partition gets two writes within milliseconds, from two clients or from one client's
+back-to-back requests (its offset bookkeeping then places the next batch over the end of
+the previous one). The producers send a partition's share of a batch in one request, and
+the test gives each topic one writer at a time (bad records before any post, the replay
+before the webhook, one letter key per stage) and kills no replay mid-write; if posts go
+missing, the failure says whether the broker's own files overlap (its fault, not the
+pipeline's). See docs/operations.md, "Faults".
 """
 
 from __future__ import annotations
