@@ -125,50 +125,36 @@ async def backlog(
     )
     cells = {(r.stage, r.bucket): r.n for r in (await session.execute(counts)).all()}
 
+    # Labelled as BacklogCase names its fields.
     listed = waiting(
         select(
-            Case.id,
+            Case.id.label("case_id"),
             Case.conversation_id,
             Case.source,
             Case.brand,
             Team.name.label("team"),
             TeamMember.handle.label("assignee"),
-            RC.seq,
-            RC.kind,
             RC.priority,
+            RC.seq.label("cycle"),
+            RC.kind,
             RC.started_at,
             RC.due_at,
             st,
-            bucket,
+            bucket.label("time_left"),
         ),
         filters,
         ("team", "assignee"),
     ).order_by(RC.started_at, RC.id)
-    rows = (await session.execute(listed.limit(limit))).all()
-    cases = [
-        BacklogCase(
-            case_id=r.id,
-            conversation_id=r.conversation_id,
-            source=r.source,
-            brand=r.brand,
-            team=r.team,
-            assignee=r.assignee,
-            priority=r.priority,
-            cycle=r.seq,
-            kind=r.kind,
-            started_at=r.started_at,
-            waiting_seconds=(now - r.started_at).total_seconds(),
-            due_at=r.due_at,
-            time_left_seconds=(
-                None
-                if r.bucket == "paused" or r.due_at is None
-                else (r.due_at - now).total_seconds()
-            ),
-            stage=r.stage,
-            time_left=r.bucket,
+    cases = []
+    for r in (await session.execute(listed.limit(limit))).all():
+        clock_runs = r.time_left != "paused" and r.due_at is not None
+        cases.append(
+            BacklogCase(
+                **r._mapping,
+                waiting_seconds=(now - r.started_at).total_seconds(),
+                time_left_seconds=(r.due_at - now).total_seconds() if clock_runs else None,
+            )
         )
-        for r in rows
-    ]
     matrix: dict[str, dict[str, int]] = {}
     for (s, b), n in sorted(
         cells.items(), key=lambda kv: (STAGES.index(kv[0][0]), TIME_LEFT_BUCKETS.index(kv[0][1]))
