@@ -1,8 +1,8 @@
-"""Score posts: one encoder pass per batch, then the heads, language and urgency.
+"""Score posts: one encoder call per list, then the heads, language and urgency.
 
 ``Classifier`` is what the classify worker and the ``thirdring classify`` command share, so a
-file scored offline goes through the same path as the live pipeline. (int8 quantises
-activations per batch, so a post's scores can move in the third decimal with its batch-mates.)
+file scored offline gets the same scores as the live pipeline gave (the int8 encoder runs each
+text alone, so neither batch size nor batch-mates change a post's scores).
 """
 
 from __future__ import annotations
@@ -109,7 +109,7 @@ class Classifier:
         self.score([(text, None) for text in WARM_UP_TEXTS])
 
     def score(self, items: list[tuple[str, Author | None]]) -> list[Scores]:
-        """Scores for each (text, author) in order; one batched encoder pass for the list."""
+        """Scores for each (text, author) in order; one encoder call for the list."""
         if not items:
             return []
         texts = [text for text, _ in items]

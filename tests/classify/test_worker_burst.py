@@ -122,10 +122,10 @@ async def test_burst_scored_once_in_order_with_dead_letter(
 def assert_offline_agrees(scored: list[ScoredMention]) -> None:
     """`thirdring classify` (the offline path) scores the same posts as the service did.
 
-    Both run ``Classifier.score``; int8 activations are quantized with one scale per batch and
-    the batches differ (the service's come from the broker), so a probability can move with
-    its batch-mates (up to ~0.2 measured for a borderline Estonian post, see the model card);
-    labels almost never change.
+    Both run ``Classifier.score`` but on different batches (the service's come from the
+    broker in batches of 32, the command's from a file in batches of 64); the encoder runs
+    each text alone, so every score and label is the same. (With int8 texts batched together a
+    probability moved by up to 0.24 with its batch-mates and about 5% of labels differed.)
     """
     lines = [
         json.dumps(
@@ -148,17 +148,13 @@ def assert_offline_agrees(scored: list[ScoredMention]) -> None:
     assert done.returncode == 0, done.stderr[-2000:]
     offline = {o["id"]: o for o in map(json.loads, done.stdout.splitlines())}
     assert len(offline) == len(scored)
-    same_labels = 0
     for s in scored:
         o = offline[s.mention.external_id]
         assert o["model_version"] == s.scores.model_version
         assert o["lang"] == s.scores.lang
         for label, p in s.scores.sentiment.scores.items():
-            assert abs(o["sentiment"]["scores"][label] - p) < 0.3, (s.mention.text, o)
-        assert abs(o["complaint"]["score"] - s.scores.complaint.score) < 0.3
-        same_labels += (
-            o["sentiment"]["label"] == s.scores.sentiment.label
-            and o["complaint"]["is_complaint"] == s.scores.complaint.is_complaint
-            and o["urgency"]["level"] == s.scores.urgency.level
-        )
-    assert same_labels >= 0.95 * len(scored)
+            assert abs(o["sentiment"]["scores"][label] - p) < 1e-4, (s.mention.text, o)
+        assert abs(o["complaint"]["score"] - s.scores.complaint.score) < 1e-4
+        assert o["sentiment"]["label"] == s.scores.sentiment.label, s.mention.text
+        assert o["complaint"]["is_complaint"] == s.scores.complaint.is_complaint, s.mention.text
+        assert o["urgency"]["level"] == s.scores.urgency.level, s.mention.text

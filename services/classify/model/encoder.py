@@ -3,7 +3,8 @@
 Two backends give the same ``encode(texts) -> np.ndarray`` (mean-pooled, L2-normalised,
 ``"query: "`` prefix, at most 64 tokens):
 
-- ``onnx`` (default): ``model.int8.onnx`` (dynamic int8, see ``onnx_export``) on onnxruntime.
+- ``onnx`` (default): ``model.int8.onnx`` (dynamic int8, see ``onnx_export``) on onnxruntime,
+  one text per run so that its scores do not depend on its batch-mates (``ONNX_BATCH_SIZE``).
   About 3x the torch throughput on 2 cores and a third of the memory; this path never imports
   torch or transformers (importing torch alone costs ~200 MB of RSS).
 - ``torch``: the fp32 transformers ``BertModel`` (the reference the int8 model is checked
@@ -38,6 +39,13 @@ DEFAULT_MAX_LENGTH = 64  # tweets rarely exceed it; attention cost grows with th
 # 32 with 2 intra-op threads (the first version): 178.
 DEFAULT_BATCH_SIZE = 64
 DEFAULT_MAX_TOKENS = 512
+# The int8 file quantizes activations with one scale per tensor, computed at run time, so a
+# text scored beside others got different scores than alone (P(negative) 0.50-0.74 for one
+# Estonian post) and the same post could be labelled differently by the service and by
+# `thirdring classify`, or on replay. Scored one text per run, a post's scores depend on
+# its text alone. Cost on 2 cores (encoder only, 800 tweets, two runs at once): 346 texts/s
+# against 472 in length batches of up to 64; the pipeline is capped lower by alert + database.
+ONNX_BATCH_SIZE = 1
 BACKEND_ENV = "THIRDRING_ENCODER_BACKEND"
 BACKENDS = ("onnx", "torch")
 DEFAULT_BACKEND = "onnx"
@@ -89,8 +97,9 @@ def length_batches(
 class Encoder:
     """Mean-pooled, L2-normalised e5 embeddings (the recipe the model card prescribes).
 
-    Texts are tokenized in one call, sorted by length and batched so that padding is minimal;
-    results come back in input order.
+    Texts are tokenized in one call and run one per call on onnx (so a text's scores never
+    depend on what it was scored with), or sorted by length and batched so that padding is
+    minimal on torch; results come back in input order.
     """
 
     def __init__(
@@ -99,7 +108,7 @@ class Encoder:
         *,
         backend: str | None = None,
         max_length: int = DEFAULT_MAX_LENGTH,
-        batch_size: int = DEFAULT_BATCH_SIZE,
+        batch_size: int | None = None,
         max_tokens: int | None = DEFAULT_MAX_TOKENS,
         threads: int | None = None,
         prefix: str = QUERY_PREFIX,
@@ -119,7 +128,11 @@ class Encoder:
                 "`python -m services.classify.model.prepare` first"
             )
         self.max_length = max_length
-        self.batch_size = batch_size
+        # None: one text per run on onnx (scores independent of batch-mates, see
+        # ONNX_BATCH_SIZE), batches of DEFAULT_BATCH_SIZE on torch (fp32 does not need it).
+        self.batch_size = batch_size or (
+            ONNX_BATCH_SIZE if self.backend == "onnx" else DEFAULT_BATCH_SIZE
+        )
         self.max_tokens = max_tokens
         self.prefix = prefix
         self.threads = threads or default_threads()
