@@ -106,7 +106,20 @@ def db_upgrade() -> None:
     console.print("database is up to date")
 
 
-def _tokens_run(work: object) -> object:
+@db_app.command("recount")
+def db_recount() -> None:
+    """Rebuild the /metrics counters from the tables (after a bulk load or a partial restore)."""
+    from services.alert.stats.counters import read, recount
+
+    async def work(session):  # type: ignore[no-untyped-def]
+        await recount(session)
+        return len(await read(session))
+
+    rows = _db_run(work)
+    console.print(f"stats counters rebuilt from the tables: {rows} rows")
+
+
+def _db_run(work: object) -> object:
     """Migrate if needed, then run ``work(session)`` in one committed transaction.
 
     Only the database settings are needed: revoking a token must work even when, say, the
@@ -150,7 +163,7 @@ def tokens_create(
     """Create a token and print it once on stdout (only its hash is stored)."""
     from services.alert.access.tokens import create_token
 
-    token = _tokens_run(lambda session: create_token(session, name, role))
+    token = _db_run(lambda session: create_token(session, name, role))
     typer.echo(token)
     console.print(
         f"[yellow]token {name} ({role}) created: store it now, it will not be shown again[/]",
@@ -163,7 +176,7 @@ def tokens_revoke(name: Annotated[str, typer.Argument(help="The token's name")])
     """Revoke a token: requests with it fail from now on."""
     from services.alert.access.tokens import revoke_token
 
-    if not _tokens_run(lambda session: revoke_token(session, name)):
+    if not _db_run(lambda session: revoke_token(session, name)):
         console.print(f"[red]error:[/] no active token named {name!r}", highlight=False)
         raise typer.Exit(2)
     console.print(f"token {name} revoked", highlight=False)
@@ -176,7 +189,7 @@ def tokens_list() -> None:
 
     from services.alert.access.tokens import list_tokens
 
-    tokens = _tokens_run(list_tokens)
+    tokens = _db_run(list_tokens)
     table = Table(
         Column("name", overflow="fold"),  # folded, never cut: the name is what revoke takes
         "role",

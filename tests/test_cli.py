@@ -120,3 +120,24 @@ def test_stats_prints_the_table_and_writes_csv(tmp_path: Path) -> None:
     assert rows[0].startswith("priority,cases") and len(rows) == 3  # header + P1 + P2
     bad = run("stats", "-g", "colour", env={"THIRDRING_DATABASE_URL": url})
     assert bad.returncode == 2 and "group_by" in bad.stderr
+
+    # Counters lost (rows written around the services): `thirdring db recount` rebuilds them.
+    async def counters() -> dict[tuple[str, str, str, str], int]:
+        from sqlalchemy import delete
+
+        from services.alert.stats.counters import read
+        from shared.db.models import StatsCounter
+
+        engine = make_engine(url)
+        async with make_sessionmaker(engine)() as s, s.begin():
+            kept = {(c.metric, c.source, c.priority, c.le): c.events for c in await read(s)}
+            await s.execute(delete(StatsCounter))
+        await engine.dispose()
+        return kept
+
+    kept = asyncio.run(counters())
+    assert sum(n for key, n in kept.items() if key[0] == "first_response") == 3
+    result = run("db", "recount", env={"THIRDRING_DATABASE_URL": url})
+    assert result.returncode == 0, result.stderr
+    assert f"{len(kept)} rows" in result.stderr  # messages go to stderr
+    assert asyncio.run(counters()) == kept
