@@ -60,3 +60,36 @@ def test_merge_refuses_an_adapter_for_another_model(tmp_path: Path) -> None:
     lora.save(adapted, path, rank=2, alpha=16.0)
     with pytest.raises(ValueError, match="covers 6 of 12 layers"):
         lora.merge_into(tiny_bert(layers=2), path)
+
+
+def test_same_weights_give_the_same_file_whatever_the_metadata_order(tmp_path: Path) -> None:
+    """safetensors writes metadata in hash-map order; the adapter's hash names the model."""
+    from safetensors.torch import load_file, save_file
+
+    from services.classify.model.adapter import canonicalize, short_hash
+
+    tensors = {"b.lora_B": torch.ones(4, 2), "a.lora_A": torch.arange(8.0).reshape(2, 4)}
+    first, second = tmp_path / "first.safetensors", tmp_path / "second.safetensors"
+    save_file(tensors, str(first), metadata={"rank": "2", "alpha": "4.0", "targets": "[]"})
+    save_file(tensors, str(second), metadata={"targets": "[]", "alpha": "4.0", "rank": "2"})
+    for path in (first, second):
+        canonicalize(path)
+    assert first.read_bytes() == second.read_bytes()
+    assert short_hash(first) == short_hash(second)
+    loaded = load_file(str(first))
+    assert all(torch.equal(loaded[k], v) for k, v in tensors.items())
+    # The shipped adapter is stored canonically too.
+    shipped = lora_shipped()
+    before = shipped.read_bytes()
+    copy = tmp_path / "shipped.safetensors"
+    copy.write_bytes(before)
+    canonicalize(copy)
+    assert copy.read_bytes() == before
+
+
+def lora_shipped() -> Path:
+    from services.classify.model.adapter import adapter_for
+
+    path = adapter_for()
+    assert path is not None
+    return path

@@ -24,7 +24,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from services.classify.model.adapter import ADAPTER_FILE, short_hash
+from services.classify.model.adapter import ADAPTER_FILE, canonicalize, short_hash
 
 __all__ = ["ADAPTER_FILE", "LoRALinear", "inject", "merge_into", "save"]
 # The linear layers of a BERT block that get an adapter (module name suffixes).
@@ -105,6 +105,7 @@ def save(model: nn.Module, path: Path, *, rank: int, alpha: float) -> str:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
     save_file(tensors, str(tmp), metadata=meta)
+    canonicalize(tmp)  # same weights, same bytes, same hash
     tmp.chmod(0o644)  # committed and shipped
     tmp.replace(path)
     return short_hash(path)
