@@ -22,6 +22,9 @@ for _ in $(seq 1 30); do
 done
 su postgres -c "psql -qtAc \"select 1 from pg_roles where rolname='${PGUSER_NAME}'\"" | grep -q 1 ||
   su postgres -c "psql -qc \"create role ${PGUSER_NAME} login createdb password '${PGPASS}'\""
+# The tests drop their databases WITH (FORCE); that must be able to end an autovacuum worker
+# (a superuser's process) that has just started on one.
+su postgres -c "psql -qc \"grant pg_signal_backend to ${PGUSER_NAME}\"" >/dev/null
 su postgres -c "psql -qtAc \"select 1 from pg_database where datname='${PGDB}'\"" | grep -q 1 ||
   su postgres -c "psql -qc \"create database ${PGDB} owner ${PGUSER_NAME}\""
 echo "postgresql+asyncpg://${PGUSER_NAME}:${PGPASS}@127.0.0.1:5432/${PGDB}" >&3

@@ -20,6 +20,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from shared.db.engine import make_engine
 from shared.db.migrate import upgrade_async
@@ -165,10 +167,24 @@ async def database(postgres_url: str | None, workdir: Path) -> AsyncIterator[str
         await upgrade_async(url)
         yield url
     finally:
-        async with admin.connect() as conn:
-            conn = await conn.execution_options(isolation_level="AUTOCOMMIT")
-            await conn.exec_driver_sql(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+        await drop_database(admin, name)
         await admin.dispose()
+
+
+async def drop_database(admin: AsyncEngine, name: str, attempts: int = 20) -> None:
+    """``DROP DATABASE … WITH (FORCE)``, retried: FORCE may not end an autovacuum worker
+    that just started on the fresh database (a non-superuser may not signal it), and the
+    worker leaves on its own within moments."""
+    for attempt in range(attempts):
+        try:
+            async with admin.connect() as conn:
+                conn = await conn.execution_options(isolation_level="AUTOCOMMIT")
+                await conn.exec_driver_sql(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+            return
+        except DBAPIError:
+            if attempt == attempts - 1:
+                raise
+            await asyncio.sleep(0.5)
 
 
 @dataclass
