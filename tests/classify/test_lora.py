@@ -66,7 +66,7 @@ def test_same_weights_give_the_same_file_whatever_the_metadata_order(tmp_path: P
     """safetensors writes metadata in hash-map order; the adapter's hash names the model."""
     from safetensors.torch import load_file, save_file
 
-    from services.classify.model.adapter import canonicalize, short_hash
+    from services.classify.model.adapter import adapter_for, canonicalize, short_hash
 
     tensors = {"b.lora_B": torch.ones(4, 2), "a.lora_A": torch.arange(8.0).reshape(2, 4)}
     first, second = tmp_path / "first.safetensors", tmp_path / "second.safetensors"
@@ -79,17 +79,10 @@ def test_same_weights_give_the_same_file_whatever_the_metadata_order(tmp_path: P
     loaded = load_file(str(first))
     assert all(torch.equal(loaded[k], v) for k, v in tensors.items())
     # The shipped adapter is stored canonically too.
-    shipped = lora_shipped()
+    shipped = adapter_for()
+    assert shipped is not None
     before = shipped.read_bytes()
     copy = tmp_path / "shipped.safetensors"
     copy.write_bytes(before)
     canonicalize(copy)
     assert copy.read_bytes() == before
-
-
-def lora_shipped() -> Path:
-    from services.classify.model.adapter import adapter_for
-
-    path = adapter_for()
-    assert path is not None
-    return path

@@ -309,10 +309,8 @@ async def answer(
     cycle.answered_at = at
     cycle.answered_event_id = via
     cycle.response_seconds = (at - cycle.started_at).total_seconds()
-    late = cycle.due_at is not None and at > cycle.due_at
-    if late and not cycle.breached and cycle.target_seconds is not None:
-        counters.breached(session, case.source, cycle.priority)
-    cycle.breached = cycle.breached or late
+    if cycle.due_at is not None and at > cycle.due_at:
+        counters.mark_breached(session, cycle, case.source)
     if cycle.kind == "first":
         counters.first_response(session, case.source, cycle.response_seconds)
     case.status = "answered"

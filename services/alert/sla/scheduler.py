@@ -108,9 +108,7 @@ async def _fire(
     extra: dict[str, Any] = {}
     channels = await _team_channels(session, case, delivery)
     if family == "breach":
-        if not cycle.breached and cycle.target_seconds is not None:
-            counters.breached(session, case.source, cycle.priority)
-        cycle.breached = True
+        counters.mark_breached(session, cycle, case.source)
         await _start_escalation(session, case, cycle, now, breach_at=deadline.due_at)
     elif family == "escalation":
         step_no = int(deadline.stage.split(":", 1)[1])

@@ -80,8 +80,11 @@ def first_response(session: AsyncSession, source: str, seconds: float) -> None:
     _add(session, ("first_response", source, "", bucket(seconds, RESPONSE_BUCKETS)), seconds)
 
 
-def breached(session: AsyncSession | Session, source: str, priority: str) -> None:
-    _add(session, ("breach", source, priority, ""), 0.0)
+def mark_breached(session: AsyncSession | Session, cycle: ResponseCycle, source: str) -> None:
+    """Set ``cycle`` breached, counting the breach once (only a cycle with a target counts)."""
+    if not cycle.breached and cycle.target_seconds is not None:
+        _add(session, ("breach", source, cycle.priority, ""), 0.0)
+    cycle.breached = True
 
 
 def _upsert(dialect: str) -> Any:
