@@ -59,13 +59,17 @@ class Classifier:
             )
         lora = f"+lora-{served}" if served else ""
         self.model_version = f"{tag}{lora}+heads-{heads.short_hash}"
-        trained_on = (heads.meta.get("encoder") or {}).get("tag")
-        if trained_on and trained_on != tag:
+        # The backend, not the tag: fine-tuned heads are fitted in fp32 for the onnx backend,
+        # whichever activation scales its int8 export uses.
+        trained = heads.meta.get("encoder") or {}
+        trained_for = trained.get("backend", "torch") if trained else None
+        served_by = getattr(encoder, "backend", None)
+        if trained_for and served_by and trained_for != served_by:
             log.warning(
-                "heads were trained on %s embeddings but the encoder serves %s: scores shift "
+                "heads were trained for the %s backend but the encoder serves %s: scores shift "
                 "slightly; retrain the heads on the served backend",
-                trained_on,
-                tag,
+                trained_for,
+                served_by,
             )
 
     @classmethod

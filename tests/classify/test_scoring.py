@@ -33,7 +33,7 @@ def test_angry_complaint_is_raised(classifier: Classifier, text: str) -> None:
     assert "intent:refund" in s.urgency.reasons
 
 
-VERSION = r"e5-small-(q4|int8)(\+lora-[0-9a-f]{10})?\+heads-[0-9a-f]{10}"
+VERSION = r"e5-small-(q4|int8s?)(\+lora-[0-9a-f]{10})?\+heads-[0-9a-f]{10}"
 
 
 @pytest.mark.parametrize(
@@ -64,7 +64,7 @@ def test_score_batch_shape(classifier: Classifier) -> None:
     for s in scores:
         assert abs(sum(s.sentiment.scores.values()) - 1.0) < 1e-3
         assert re.fullmatch(
-            r"e5-small-(q4|int8)(\+lora-[0-9a-f]{10})?\+heads-[0-9a-f]{10}", s.model_version
+            r"e5-small-(q4|int8s?)(\+lora-[0-9a-f]{10})?\+heads-[0-9a-f]{10}", s.model_version
         )
     assert classifier.score([]) == []
 

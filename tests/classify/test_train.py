@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -12,7 +13,8 @@ import pytest
 from services.classify.model.adapter import ADAPTER_FILE, short_hash
 from services.classify.model.encoder import DEFAULT_MAX_LENGTH, QUERY_PREFIX, default_backend
 from services.classify.model.heads import SEVERITY_LABELS, Heads
-from services.classify.model.onnx_export import onnx_filename
+from services.classify.model.onnx_export import onnx_filename, static_activations
+from services.classify.model.static_int8 import load_ranges
 from services.classify.model.train import (
     encoder_fingerprint,
     load_severity,
@@ -73,13 +75,21 @@ def test_heads_without_severity_still_load(tmp_path: Path) -> None:
 @pytest.mark.skipif(not SHARED_DATA.is_dir(), reason="../shared/data not present")
 def test_train_command_smoke_is_served_with_its_adapter(model_dir: Path, tmp_path: Path) -> None:
     """`thirdring model train` (LoRA fine-tuning) on 20 rows per file, one epoch; then the
-    adapter is merged, exported to int8 ONNX and served with its heads."""
+    adapter's activation ranges are calibrated, it is merged and exported to int8 ONNX with
+    static scales, and served with its heads."""
+    # A model directory of its own (links to the base files), so the export stays in tmp.
+    served_dir = tmp_path / "model"
+    served_dir.mkdir()
+    for item in model_dir.iterdir():
+        if not item.name.endswith((".onnx", ".onnx.json")) and item.name != "thirdring-onnx.json":
+            (served_dir / item.name).symlink_to(item)
     proc = subprocess.run(
         [
             *(str(THIRDRING), "model", "train", "--data", str(SHARED_DATA)),
             *("--limit", "20", "--epochs", "1", "--out", str(tmp_path / "heads")),
         ],
         cwd=REPO,
+        env={**os.environ, "THIRDRING_MODEL_DIR": str(served_dir)},
         capture_output=True,
         text=True,
         timeout=600,
@@ -91,16 +101,16 @@ def test_train_command_smoke_is_served_with_its_adapter(model_dir: Path, tmp_pat
     assert set(heads.meta["val_macro_f1"]) == {"sentiment", "complaint", "severity"}
     adapter = tmp_path / "heads" / ADAPTER_FILE
     assert heads.meta["adapter"]["hash"] == short_hash(adapter)
+    ranges = load_ranges(adapter)  # measured for this adapter, beside it
+    assert ranges and all(lo <= 0.0 <= hi and lo < hi for lo, hi in ranges.values())
 
-    # A model directory of its own (links to the base files), so the export stays in tmp.
-    served_dir = tmp_path / "model"
-    served_dir.mkdir()
-    for item in model_dir.iterdir():
-        if not item.name.endswith((".onnx", ".onnx.json")) and item.name != "thirdring-onnx.json":
-            (served_dir / item.name).symlink_to(item)
+    exported = served_dir / onnx_filename(adapter)
+    assert exported.is_file() and static_activations(served_dir, adapter)
+    before = exported.stat().st_mtime_ns
     classifier = Classifier.load(served_dir, tmp_path / "heads", threads=2, warm_up=False)
-    assert (served_dir / onnx_filename(adapter)).is_file()
-    assert f"+lora-{short_hash(adapter)}+heads-" in classifier.model_version
+    assert exported.stat().st_mtime_ns == before  # training left it ready to serve
+    assert classifier.encoder.static and classifier.encoder.batch_size > 1
+    assert classifier.model_version.startswith(f"e5-small-int8s+lora-{short_hash(adapter)}+heads-")
     (scores,) = classifier.score([("The app crashed again and I lost my order", None)])
     assert scores.model_version == classifier.model_version
     assert abs(sum(scores.sentiment.scores.values()) - 1.0) < 1e-3

@@ -123,9 +123,10 @@ def assert_offline_agrees(scored: list[ScoredMention]) -> None:
     """`thirdring classify` (the offline path) scores the same posts as the service did.
 
     Both run ``Classifier.score`` but on different batches (the service's come from the
-    broker in batches of 32, the command's from a file in batches of 64); the encoder runs
-    each text alone, so every score and label is the same. (With int8 texts batched together a
-    probability moved by up to 0.24 with its batch-mates and about 5% of labels differed.)
+    broker in batches of 32, the command's from a file in batches of 64); the int8 encoder's
+    activation scales are constants, so every score and label is the same. (With run-time
+    scales a probability moved by up to 0.24 with its batch-mates and about 5% of labels
+    differed.)
     """
     lines = [
         json.dumps(

