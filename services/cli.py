@@ -255,7 +255,7 @@ def model_train(
     from services.classify.model.finetune import TuneConfig, finetune
     from services.classify.model.prepare import prepare_encoder
 
-    base = prepare_encoder(settings.model_dir, adapter=None)
+    base = prepare_encoder(settings.model_dir, export_onnx=False)
     with Progress(
         "[progress.description]{task.description}",
         BarColumn(),
@@ -274,8 +274,39 @@ def model_train(
             progress=lambda step, total: bar.update(task, completed=step, total=total),
         )
     console.print(f"wrote {target} ({meta['model_version']}); val macro-F1 {meta['val_macro_f1']}")
-    if target == DEFAULT_HEADS_DIR:
-        console.print("run `thirdring model prepare` to export the tuned encoder for serving")
+    from services.classify.model.adapter import ADAPTER_FILE
+
+    _calibrate(base, target / ADAPTER_FILE, data)
+
+
+def _calibrate(model_dir: Path, adapter: Path, data: Path) -> None:
+    """Measure the adapter's activation ranges and export its int8 file with them."""
+    from services.classify.model.onnx_export import export_in_subprocess
+    from services.classify.model.static_int8 import ranges_path
+
+    with console.status("calibrating activation scales and exporting the int8 encoder"):
+        path = export_in_subprocess(model_dir, adapter=adapter, calibrate_on=data)
+    console.print(f"wrote {ranges_path(adapter)} and {path}")
+
+
+@model_app.command("calibrate")
+def model_calibrate(
+    data: Annotated[Path, typer.Option(help="Labelled data laid out like ../shared/data")] = Path(
+        "../shared/data"
+    ),
+    heads: Annotated[
+        Path | None, typer.Option(help="Heads directory holding the adapter (default: shipped)")
+    ] = None,
+) -> None:
+    """Measure the int8 encoder's activation ranges (static scales) and export it with them."""
+    from services.classify.model.adapter import ADAPTER_FILE, adapter_for
+    from services.classify.model.prepare import prepare_encoder
+
+    settings = _settings()
+    adapter = adapter_for(heads)
+    if adapter is None:
+        raise typer.BadParameter(f"no {ADAPTER_FILE} in {heads or 'the shipped heads'}")
+    _calibrate(prepare_encoder(settings.model_dir, export_onnx=False), adapter, data)
 
 
 @model_app.command("evaluate")
