@@ -1,8 +1,9 @@
 """Score posts: one encoder call per list, then the heads, language and urgency.
 
 ``Classifier`` is what the classify worker and the ``thirdring classify`` command share, so a
-file scored offline gets the same scores as the live pipeline gave (the int8 encoder runs each
-text alone, so neither batch size nor batch-mates change a post's scores).
+file scored offline gets the same scores as the live pipeline gave (the int8 encoder's
+activation scales are calibrated constants, so neither batch size nor batch-mates change a
+post's scores).
 """
 
 from __future__ import annotations
