@@ -66,6 +66,10 @@ class Settings(BaseSettings):
     # A notification claimed by a replica that then dies is retried after this many seconds.
     notify_lease_seconds: float = Field(default=60.0, gt=10)
 
+    # Stats: PostgreSQL work_mem of each report's transaction (its exact percentiles sort
+    # every value of the range; larger sorts spill to disk). A number of kB or with a unit.
+    stats_work_mem: str = Field(default="256MB", pattern=r"^[0-9]+ ?(kB|MB|GB|TB)?$")
+
     # Classifier
     model_dir: Path | None = None
     # 256: fewer, fuller length-sorted batches (bench/classify: ~250-400 vs ~190-270 posts/s at 64).

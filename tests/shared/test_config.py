@@ -21,6 +21,7 @@ def _clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
         "THIRDRING_DATA_DIR",
         "THIRDRING_SLA_POLICY_FILE",
         "KAFKA_BOOTSTRAP_SERVERS",
+        "THIRDRING_STATS_WORK_MEM",
     ):
         monkeypatch.delenv(name, raising=False)
 
@@ -49,6 +50,18 @@ def test_unreadable_secret_file_names_it(monkeypatch: pytest.MonkeyPatch, tmp_pa
         Settings()
     assert "webhook_secret_file" in str(exc.value)
     assert str(missing) in str(exc.value)
+
+
+def test_stats_work_mem_from_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert Settings().stats_work_mem == "256MB"
+    monkeypatch.setenv("THIRDRING_STATS_WORK_MEM", "1GB")
+    assert Settings().stats_work_mem == "1GB"
+    monkeypatch.setenv("THIRDRING_STATS_WORK_MEM", "65536")  # kB, as PostgreSQL reads it
+    assert Settings().stats_work_mem == "65536"
+    monkeypatch.setenv("THIRDRING_STATS_WORK_MEM", "lots")
+    with pytest.raises(ValidationError) as exc:
+        Settings()
+    assert "stats_work_mem" in str(exc.value)
 
 
 def test_secrets_never_shown(tmp_path: Path) -> None:

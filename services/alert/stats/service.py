@@ -21,12 +21,11 @@ clock joins the case (for its policy). On PostgreSQL totals and groups come from
 (``GROUPING SETS``), and ``cases`` of first responses is ``count(*)`` (a case has one first
 cycle, a unique index says so) instead of a distinct count. Percentiles stay exact, so the
 work still grows with the number of cycles in the range: each group's values are sorted
-once (in memory up to ``WORK_MEM``).
+once (in memory up to the ``stats_work_mem`` setting).
 """
 
 from __future__ import annotations
 
-import os
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -76,13 +75,10 @@ from services.alert.stats.schemas import (
     ResponseTimesReport,
     Timeseries,
 )
+from shared.config import get_settings
 from shared.db.models import Case, ResponseCycle, Team, TeamMember
 
 BUCKET = "_bucket"  # the timeseries' interval, an internal group key
-# Memory for each sort of a report on PostgreSQL (its percentiles sort every value of the
-# range, per group and for the totals): set for the report's transaction only. Sorts
-# larger than this spill to disk (slower, still exact).
-WORK_MEM = os.environ.get("THIRDRING_STATS_WORK_MEM", "256MB")
 Key = tuple[KeyValue | datetime, ...]
 
 RC = ResponseCycle
@@ -277,7 +273,10 @@ async def _in_database(
     no totals: a plain ``GROUP BY``)."""
     names = [*fields, BUCKET] if interval else list(fields)
     aggregates = _aggregates(now, query.kind)
-    await session.execute(select(func.set_config("work_mem", WORK_MEM, True)))
+    # Memory for each sort of the report (its percentiles sort every value of the range, per
+    # group and for the totals), for its transaction only; larger sorts spill to disk.
+    work_mem = get_settings().stats_work_mem
+    await session.execute(select(func.set_config("work_mem", work_mem, True)))
     if not names:
         stmt = scope(select(*aggregates), query, time_filters_in_sql=True)
         return _figures_from_sql((await session.execute(stmt)).one()), {}
