@@ -75,6 +75,20 @@ def default_backend() -> str:
     return value or DEFAULT_BACKEND
 
 
+def load_tokenizer(model_dir: Path, max_length: int = DEFAULT_MAX_LENGTH) -> Any:
+    """The model's ``tokenizers.Tokenizer``, truncating at ``max_length``, no padding.
+
+    The raw `tokenizers` object is what AutoTokenizer wraps (the test checks they agree);
+    using it directly skips per-call Python overhead and half of AutoTokenizer's memory.
+    """
+    from tokenizers import Tokenizer
+
+    tokenizer = Tokenizer.from_file(str(Path(model_dir) / "tokenizer.json"))
+    tokenizer.enable_truncation(max_length=max_length)
+    tokenizer.no_padding()
+    return tokenizer
+
+
 def length_batches(
     lengths: np.ndarray, batch_size: int, max_tokens: int | None = None
 ) -> Iterator[np.ndarray]:
@@ -117,8 +131,6 @@ class Encoder:
         prefix: str = QUERY_PREFIX,
         adapter: Path | Literal["shipped"] | None = "shipped",
     ) -> None:
-        from tokenizers import Tokenizer
-
         from services.classify.model.adapter import adapter_for
 
         self.backend = (backend or default_backend()).strip().lower()
@@ -135,11 +147,7 @@ class Encoder:
         self.prefix = prefix
         self.threads = threads or default_threads()
         self.adapter = adapter_for() if adapter == "shipped" else adapter
-        # The raw `tokenizers` object is what AutoTokenizer wraps (the test checks they agree);
-        # using it directly skips per-call Python overhead and half of AutoTokenizer's memory.
-        self.tokenizer = Tokenizer.from_file(str(self.model_dir / "tokenizer.json"))
-        self.tokenizer.enable_truncation(max_length=max_length)
-        self.tokenizer.no_padding()
+        self.tokenizer = load_tokenizer(self.model_dir, max_length)
         self.pad_id = self.tokenizer.token_to_id("<pad>")
         self.model: Any = None
         self.session: Any = None

@@ -185,13 +185,9 @@ def quantize_int8(src: Path, out: Path) -> None:
 
 def _token_ids(model_dir: Path, texts: list[str]) -> list[list[int]]:
     """The ids the Encoder feeds for ``texts`` (prefix, truncation), without padding."""
-    from tokenizers import Tokenizer
+    from services.classify.model.encoder import QUERY_PREFIX, load_tokenizer
 
-    from services.classify.model.encoder import DEFAULT_MAX_LENGTH, QUERY_PREFIX
-
-    tokenizer = Tokenizer.from_file(str(model_dir / "tokenizer.json"))
-    tokenizer.enable_truncation(max_length=DEFAULT_MAX_LENGTH)
-    tokenizer.no_padding()
+    tokenizer = load_tokenizer(model_dir)
     return [e.ids for e in tokenizer.encode_batch([QUERY_PREFIX + t for t in texts])]
 
 
@@ -225,7 +221,8 @@ def export_onnx(
             texts, source = calibration_texts(calibrate_on)
             ranges = measure_ranges(tmp_dynamic, _token_ids(model_dir, texts))
             save_ranges(adapter, ranges, texts=len(texts), source=source)
-        ranges = load_ranges(adapter)
+        else:
+            ranges = load_ranges(adapter)
         if ranges is None:
             tmp_dynamic.replace(tmp_int8)
         else:
