@@ -301,11 +301,16 @@ def model_calibrate(
     """Measure the int8 encoder's activation ranges (static scales) and export it with them."""
     from services.classify.model.adapter import ADAPTER_FILE, adapter_for
     from services.classify.model.prepare import prepare_encoder
+    from services.classify.model.static_int8 import calibration_texts
 
     settings = _settings()
     adapter = adapter_for(heads)
     if adapter is None:
         raise typer.BadParameter(f"no {ADAPTER_FILE} in {heads or 'the shipped heads'}")
+    try:
+        calibration_texts(data)  # fail before the export, with a message, not a traceback
+    except FileNotFoundError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--data") from None
     _calibrate(prepare_encoder(settings.model_dir, export_onnx=False), adapter, data)
 
 

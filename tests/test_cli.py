@@ -51,6 +51,13 @@ def test_service_without_broker_says_what_is_missing() -> None:
     assert "KAFKA_BOOTSTRAP_SERVERS" in result.stderr
 
 
+def test_calibrate_without_data_is_a_clear_error(tmp_path: Path) -> None:
+    result = run("model", "calibrate", "--data", str(tmp_path))
+    assert result.returncode == 2
+    assert "--data" in result.stderr and "sentiment-umsab" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
 def test_bad_policy_file_is_a_clear_error(tmp_path: Path) -> None:
     bad = tmp_path / "policy.yaml"
     bad.write_text("policies: [{name: gold, targets: {P9: 10}}]\n")

@@ -85,7 +85,8 @@ def calibration_texts(
 ) -> tuple[list[str], str]:
     """The first ``per_language`` UMSAB train texts of every language, and a description."""
     root = Path(data_dir) / "sentiment-umsab"
-    languages = sorted(p.name for p in root.iterdir() if (p / "train_text.txt").is_file())
+    found = root.iterdir() if root.is_dir() else ()
+    languages = sorted(p.name for p in found if (p / "train_text.txt").is_file())
     if not languages:
         raise FileNotFoundError(f"no sentiment-umsab/*/train_text.txt under {data_dir}")
     texts: list[str] = []
