@@ -21,3 +21,12 @@ def model_dir() -> Path:
 def classifier(model_dir: Path) -> Classifier:
     """The classifier with the committed heads, as the worker loads it."""
     return Classifier.load(model_dir, threads=2)
+
+
+@pytest.fixture(scope="session")
+def base_int8(model_dir: Path) -> Path:
+    """The base encoder's int8 file, without adapter or calibrated ranges: dynamic scales.
+    Serving never needs it (prepare exports the adapter's file), so it is exported here."""
+    from services.classify.model.onnx_export import export_in_subprocess
+
+    return export_in_subprocess(model_dir, adapter=None)

@@ -112,7 +112,7 @@ def test_static_file_has_no_dynamic_quantization_left(model_dir: Path) -> None:
     assert ops["QuantizeLinear"] > 0 and ops["MatMulIntegerToFloat"] > 0
 
 
-def test_dynamic_file_runs_one_text_per_run_unless_asked(model_dir: Path) -> None:
+def test_dynamic_file_runs_one_text_per_run_unless_asked(model_dir: Path, base_int8: Path) -> None:
     """Without calibrated ranges (the base encoder) activations are quantized per run: one
     text per run by default; batching on request moves embeddings only a little."""
     plain = Encoder(model_dir, backend="onnx", threads=2, adapter=None)

@@ -9,7 +9,6 @@ from pathlib import Path
 import pytest
 
 from services.classify.model.adapter import adapter_for, short_hash
-from services.classify.model.onnx_export import ONNX_INT8
 from services.classify.model.static_int8 import (
     RANGES_FILE,
     calibration_texts,
@@ -41,18 +40,18 @@ def test_ranges_of_another_adapter_are_ignored(tmp_path: Path) -> None:
     assert load_ranges(None) is None
 
 
-def test_a_missing_range_is_an_error_not_a_guess(model_dir: Path) -> None:
+def test_a_missing_range_is_an_error_not_a_guess(base_int8: Path) -> None:
     import onnx
 
-    model = onnx.load(str(model_dir / ONNX_INT8))  # the base encoder's dynamic file
+    model = onnx.load(str(base_int8))  # the base encoder's dynamic file
     with pytest.raises(ValueError, match="no calibrated range"):
         make_static(model, {})
 
 
-def test_the_rewrite_replaces_every_dynamic_quantization(model_dir: Path) -> None:
+def test_the_rewrite_replaces_every_dynamic_quantization(base_int8: Path) -> None:
     import onnx
 
-    model = onnx.load(str(model_dir / ONNX_INT8))
+    model = onnx.load(str(base_int8))
     inputs = [n.input[0] for n in model.graph.node if n.op_type == "DynamicQuantizeLinear"]
     assert inputs
     make_static(model, {name: (-1.0, 1.0) for name in inputs})
