@@ -1,7 +1,8 @@
 """Stats query latency over many cases on PostgreSQL (`bench/stats`).
 
 Generates N cases spread over 60 days directly in SQL (cases, the opening mentions, the
-first-response cycles; then /metrics' counters are recounted from them), then times the
+first-response cycles, wall-clock policies: the business-clock time equals the wall time;
+then /metrics' counters are recounted from them), then times the
 manager queries over the last 30 days and a /metrics scrape through the same service
 functions the API uses.
 
@@ -76,7 +77,8 @@ FILL = [
     """
     INSERT INTO response_cycles (id, case_id, seq, kind, started_at, started_event_id,
                                  priority, target_seconds, business_time, paused_seconds,
-                                 due_at, answered_at, response_seconds, breached,
+                                 due_at, answered_at, response_seconds,
+                                 business_response_seconds, breached,
                                  source, brand, language, sentiment, complaint_score,
                                  ingest_lag_seconds)
     SELECT c.id, c.id, 1, 'first', c.opened_at, m.event_id, c.priority,
@@ -85,6 +87,7 @@ FILL = [
            c.opened_at + CASE c.priority WHEN 'P1' THEN interval '900 s'
                 WHEN 'P2' THEN interval '3600 s' WHEN 'P3' THEN interval '14400 s' END,
            c.answered_at, extract(epoch FROM c.answered_at - c.opened_at),
+           extract(epoch FROM c.answered_at - c.opened_at),
            coalesce(c.answered_at > c.opened_at + CASE c.priority WHEN 'P1' THEN interval '900 s'
                 WHEN 'P2' THEN interval '3600 s' ELSE interval '14400 s' END, false),
            c.source, c.brand, c.language, m.sentiment, m.complaint_score,
@@ -151,6 +154,7 @@ async def measure(repeat: int, only: str | None = None) -> dict[str, dict[str, f
     sessions = make_sessionmaker(engine)
     now = utcnow()
     last30 = StatsQuery(since=now - timedelta(days=30), until=now)
+    business = StatsQuery(since=last30.since, until=now, clock="business")
     queries = {
         "response-times, 30 days": lambda s: report(s, last30, now),
         "… group_by=source": lambda s: report(
@@ -167,6 +171,12 @@ async def measure(repeat: int, only: str | None = None) -> dict[str, dict[str, f
             StatsQuery(
                 since=last30.since, until=now, filters={"brand": ("acme",), "priority": ("P1",)}
             ),
+            now,
+        ),
+        "… clock=business": lambda s: report(s, business, now),
+        "… clock=business, group_by=source": lambda s: report(
+            s,
+            StatsQuery(since=last30.since, until=now, clock="business", group_by=("source",)),
             now,
         ),
         "timeseries, daily": lambda s: timeseries(s, last30, "day", now),

@@ -180,6 +180,11 @@ class ResponseCycle(Base):
     answered_at: Mapped[datetime | None]
     answered_event_id: Mapped[str | None] = mapped_column(String(36))
     response_seconds: Mapped[float | None] = mapped_column(Float)
+    # The response time on the business clock, set with ``answered_at``: the time counted
+    # in the calendar of the case's policy version (wall time when ``business_time`` is
+    # False or there is no policy) less ``paused_seconds``, at least 0. Stored so the stats
+    # read it like the wall clock, in SQL, instead of walking calendars per cycle.
+    business_response_seconds: Mapped[float | None] = mapped_column(Float)
     breached: Mapped[bool] = mapped_column(Boolean, default=False)
     # What the stats group and filter by, copied when the cycle is inserted (see
     # ``_copy_stats_facts``) so they read this table alone: the case's source, brand and

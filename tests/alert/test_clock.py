@@ -195,6 +195,15 @@ async def test_business_hours_in_utc_terms(engine: AsyncEngine) -> None:
     monday = datetime(2026, 11, 9, 8, 29, 59, tzinfo=UTC)
     assert await fire_due(sessions, ["log"], now=monday) == 0
     assert await fire_due(sessions, ["log"], now=monday + timedelta(seconds=1)) == 1
+    # Answered Monday 09:45 Rome: 30 min on Friday and 45 on Monday count (the stats'
+    # business clock), against 64 h 15 min on the wall clock.
+    answer_at = datetime(2026, 11, 9, 8, 45, tzinfo=UTC)
+    assert await _post(sessions, scored(raw("2", answer_at, brand_post=True)), answer_at) == (
+        "answered"
+    )
+    cycle = await _cycle(sessions)
+    assert cycle.response_seconds == (64 * 60 + 15) * 60
+    assert cycle.business_response_seconds == 75 * 60
 
 
 async def test_time_zone_of_the_calendar(engine: AsyncEngine) -> None:
@@ -248,6 +257,12 @@ async def test_wait_and_resume_moves_every_pending_stage(engine: AsyncEngine) ->
     assert cycle.due_at == T0 + 90 * MIN
     assert cycle.paused_seconds == 1800 and cycle.paused_at is None
     assert not (await _case(sessions)).waiting_on_customer
+    # Answered at 11:10: 70 min on the wall clock; the business clock (a wall-clock policy
+    # here) leaves out the 30 paused minutes.
+    answer_at = T0 + 70 * MIN
+    await _post(sessions, scored(raw("2", answer_at, brand_post=True)), answer_at)
+    cycle = await _cycle(sessions)
+    assert (cycle.response_seconds, cycle.business_response_seconds) == (4200, 2400)
 
 
 async def test_snooze_ends_by_itself_and_resumes_the_clock(engine: AsyncEngine) -> None:

@@ -23,6 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from services.alert.access import create_token
 from services.alert.api.app import create_api_app
+from services.alert.sla import clock
 from services.alert.sla.calendars import Calendar
 from services.alert.sla.policies import SlaPolicy
 from services.alert.sla.store import save_policy
@@ -118,9 +119,8 @@ def specs() -> list[Spec]:
 
 async def _insert(sessions: async_sessionmaker[AsyncSession], all_specs: list[Spec]) -> None:
     async with sessions() as s, s.begin():
-        policy = await save_policy(
-            s, SlaPolicy(name="office", calendar=OFFICE, targets={"P1": 900, "P2": 3600}), NOW
-        )
+        office = SlaPolicy(name="office", calendar=OFFICE, targets={"P1": 900, "P2": 3600})
+        policy = await save_policy(s, office, NOW)
         team = Team(
             name="care",
             calendar=None,
@@ -185,6 +185,10 @@ async def _insert(sessions: async_sessionmaker[AsyncSession], all_specs: list[Sp
                 response_seconds=sp.response,
                 breached=sp.breached_flag,
             )
+            if answered is not None:  # as answer() stores it: counted in the case's calendar
+                cycle.business_response_seconds = clock.business_response_seconds(
+                    cycle, office if sp.business else None, answered
+                )
             s.add(cycle)
             await s.flush()
             sp.ids["cycle"] = cycle.id

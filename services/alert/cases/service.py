@@ -309,6 +309,7 @@ async def answer(
     cycle.answered_at = at
     cycle.answered_event_id = via
     cycle.response_seconds = (at - cycle.started_at).total_seconds()
+    cycle.business_response_seconds = clock.business_response_seconds(cycle, policy, at)
     if cycle.due_at is not None and at > cycle.due_at:
         counters.mark_breached(session, cycle, case.source)
     if cycle.kind == "first":

@@ -24,6 +24,16 @@ def _calendar(cycle: ResponseCycle, policy: SlaPolicy) -> Calendar | None:
     return policy.calendar if cycle.business_time else None
 
 
+def business_response_seconds(
+    cycle: ResponseCycle, policy: SlaPolicy | None, answered_at: datetime
+) -> float:
+    """The cycle's response time on the business clock: counted time from its start to
+    ``answered_at`` (wall time without a policy or business hours) less its paused time."""
+    calendar = _calendar(cycle, policy) if policy is not None else None
+    counted = seconds_between(calendar, cycle.started_at, answered_at)
+    return max(0.0, counted - cycle.paused_seconds)
+
+
 def due_at(cycle: ResponseCycle, policy: SlaPolicy, fraction: float) -> datetime:
     assert cycle.target_seconds is not None
     counted = fraction * cycle.target_seconds + cycle.paused_seconds

@@ -2,11 +2,14 @@
 
 Two ways to the same numbers:
 
-- **in the database** (PostgreSQL, wall clock): one ``GROUP BY`` with
+- **in the database** (PostgreSQL): one ``GROUP BY`` with
   ``percentile_cont(ARRAY[...]) WITHIN GROUP (ORDER BY ...)``, counts with ``FILTER``;
-- **in Python** (SQLite, and the business clock everywhere, since it needs the policy's
-  calendar): the cycles of the range are fetched with their group keys, and each group's
-  sorted values are interpolated exactly like percentile_cont.
+- **in Python** (SQLite): the cycles of the range are fetched with their group keys, and
+  each group's sorted values are interpolated exactly like percentile_cont.
+
+The response time on the wall clock is ``response_seconds``; on the business clock it is
+``business_response_seconds``, which ``answer()`` stores with the answer (counted time in the
+calendar of the case's policy version, less the paused time): both clocks read one column.
 
 The rules are the same in both: a cycle with a target **breaches** when its breach fired,
 when it was answered after its deadline, or when it still waits (unpaused) past the
@@ -16,8 +19,8 @@ created_at``. Time keys (day, week, hour_of_week, intervals) are local times in 
 
 Cost: the cycles of the range are read from ``response_cycles`` alone: the case's source,
 brand, language, team and assignee and the opening post's sentiment, complaint score and
-lag are copied onto the cycle (shared/db/models.py keeps the copies), so only the business
-clock joins the case (for its policy). On PostgreSQL totals and groups come from one scan
+lag are copied onto the cycle (shared/db/models.py keeps the copies), so no report joins
+the cases. On PostgreSQL totals and groups come from one scan
 (``GROUPING SETS``), and ``cases`` of first responses is ``count(*)`` (a case has one first
 cycle, a unique index says so) instead of a distinct count. Percentiles stay exact, so the
 work still grows with the number of cycles in the range: each group's values are sorted
@@ -53,8 +56,6 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from services.alert.sla.calendars import Calendar, seconds_between
-from services.alert.sla.store import policy_by_id
 from services.alert.stats.percentiles import FRACTIONS, summary
 from services.alert.stats.query import (
     COMPLAINT_THRESHOLD,
@@ -113,8 +114,8 @@ def filter_clause(name: str, values: Sequence[KeyValue]) -> ColumnElement[bool]:
 
 
 def joined(stmt: Select[Any], fields: Iterable[str] = (), *, case: bool = False) -> Select[Any]:
-    """Cycles, with their case when ``case``, and the names of their team and assignee
-    (small tables) when a field needs them."""
+    """Cycles, with their case when ``case`` (the backlog's), and the names of their team
+    and assignee (small tables) when a field needs them."""
     names = set(fields)
     stmt = stmt.select_from(RC)
     if case:
@@ -132,11 +133,10 @@ def scope(
     *,
     time_filters_in_sql: bool,
     fields: Iterable[str] = (),
-    case: bool = False,
 ) -> Select[Any]:
     """The cycles of the query's kind and range that pass its filters; ``fields`` (group
-    keys) and ``case`` say which joins the selected columns need."""
-    stmt = joined(stmt, [*fields, *query.filters], case=case).where(
+    keys) say which joins the selected columns need."""
+    stmt = joined(stmt, [*fields, *query.filters]).where(
         RC.kind == query.kind, RC.started_at >= query.since, RC.started_at < query.until
     )
     for name, values in query.filters.items():
@@ -218,8 +218,14 @@ def _pct(expr: ColumnElement[Any]) -> ColumnElement[Any]:
     return type_coerce(func.percentile_cont(fractions).within_group(expr), ARRAY(Float))
 
 
-def _aggregates(now: datetime, kind: str) -> list[ColumnElement[Any]]:
+def response_column(clock: str) -> ColumnElement[Any]:
+    """The response time on ``clock`` (None while unanswered)."""
+    return RC.business_response_seconds if clock == "business" else RC.response_seconds
+
+
+def _aggregates(now: datetime, kind: str, clock: str) -> list[ColumnElement[Any]]:
     breach = breach_clause(now)
+    value = response_column(clock)
     has_target = RC.target_seconds.is_not(None)
     decided = and_(has_target, or_(RC.answered_at.is_not(None), breach))
     lag = RC.ingest_lag_seconds
@@ -229,8 +235,8 @@ def _aggregates(now: datetime, kind: str) -> list[ColumnElement[Any]]:
         cases.label("cases"),
         func.count().label("cycles"),
         func.count(RC.answered_at).label("answered"),
-        _pct(RC.response_seconds).label("rt_pct"),
-        func.avg(RC.response_seconds).label("rt_mean"),
+        _pct(value).label("rt_pct"),
+        func.avg(value).label("rt_mean"),
         func.count().filter(has_target).label("with_target"),
         func.count().filter(decided).label("decided"),
         func.count().filter(breach).label("breaches"),
@@ -272,7 +278,7 @@ async def _in_database(
     """Totals and groups from one scan: ``GROUPING SETS ((), (keys))`` (the timeseries needs
     no totals: a plain ``GROUP BY``)."""
     names = [*fields, BUCKET] if interval else list(fields)
-    aggregates = _aggregates(now, query.kind)
+    aggregates = _aggregates(now, query.kind, query.clock)
     # Memory for each sort of the report (its percentiles sort every value of the range, per
     # group and for the totals), for its transaction only; larger sorts spill to disk.
     work_mem = get_settings().stats_work_mem
@@ -335,25 +341,6 @@ def figures(cycles: Iterable[_Cycle]) -> Figures:
     )
 
 
-class _Calendars:
-    """The calendar each cycle's business time counts in (policy versions are cached)."""
-
-    def __init__(self, session: AsyncSession) -> None:
-        self.session = session
-        self.by_policy: dict[int, Calendar | None] = {}
-
-    async def get(self, policy_id: int | None, business_time: bool) -> Calendar | None:
-        if not business_time or policy_id is None:
-            return None
-        if policy_id not in self.by_policy:
-            try:
-                policy = await policy_by_id(self.session, policy_id)
-                self.by_policy[policy_id] = policy.calendar
-            except LookupError:
-                self.by_policy[policy_id] = None
-        return self.by_policy[policy_id]
-
-
 async def _in_python(
     session: AsyncSession,
     query: StatsQuery,
@@ -362,44 +349,31 @@ async def _in_python(
     interval: str | None,
 ) -> tuple[Figures, dict[Key, Figures]]:
     sql_fields = [f for f in fields if f not in TIME_FIELDS and f != "complaint"]
-    business = query.clock == "business"
     stmt = select(
         RC.case_id,
         RC.started_at,
         RC.answered_at,
-        RC.response_seconds,
+        response_column(query.clock).label("value"),
         RC.target_seconds,
         RC.due_at,
         RC.breached,
         RC.paused_at,
-        RC.paused_seconds,
-        RC.business_time,
-        (Case.policy_id if business else literal(None)).label("policy_id"),
         RC.ingest_lag_seconds,
         RC.complaint_score,
         *[text_column(f).label(f"f_{f}") for f in sql_fields],
     )
     zone = query.zone
-    calendars = _Calendars(session)
     time_filters = {k: v for k, v in query.filters.items() if k in TIME_FIELDS}
     groups: dict[Key, list[_Cycle]] = defaultdict(list)
     everything: list[_Cycle] = []
-    stmt = scope(stmt, query, time_filters_in_sql=False, fields=sql_fields, case=business)
+    stmt = scope(stmt, query, time_filters_in_sql=False, fields=sql_fields)
     rows = (await session.execute(stmt)).all()
     for r in rows:
         if any(time_key(n, r.started_at, zone) not in vs for n, vs in time_filters.items()):
             continue
-        if r.answered_at is None:
-            value = None
-        elif query.clock == "business":
-            calendar = await calendars.get(r.policy_id, r.business_time)
-            counted = seconds_between(calendar, r.started_at, r.answered_at)
-            value = max(0.0, counted - (r.paused_seconds or 0.0))
-        else:
-            value = r.response_seconds
         cycle = _Cycle(
             case_id=r.case_id,
-            value=value,
+            value=None if r.answered_at is None else r.value,
             answered=r.answered_at is not None,
             with_target=r.target_seconds is not None,
             breach=is_breach(
@@ -429,7 +403,7 @@ async def _in_python(
 def _in_sql(session: AsyncSession, query: StatsQuery, in_database: bool | None) -> bool:
     if in_database is not None:
         return in_database
-    return session.get_bind().dialect.name == "postgresql" and query.clock == "wall"
+    return session.get_bind().dialect.name == "postgresql"
 
 
 async def _compute(
@@ -441,8 +415,6 @@ async def _compute(
     in_database: bool | None,
 ) -> tuple[Figures, dict[Key, Figures]]:
     if _in_sql(session, query, in_database):
-        if query.clock != "wall":
-            raise ValueError("the business clock needs calendars: it is computed in Python")
         return await _in_database(session, query, now, fields, interval)
     return await _in_python(session, query, now, fields, interval)
 
@@ -464,7 +436,7 @@ async def report(
 ) -> ResponseTimesReport:
     """Totals and, with ``group_by``, one entry per group (sorted by key, nulls last).
 
-    ``in_database`` forces one path (None: PostgreSQL's SQL for the wall clock)."""
+    ``in_database`` forces one path (None: SQL on PostgreSQL, Python on SQLite)."""
     totals, groups = await _compute(session, query, now, query.group_by, None, in_database)
     return ResponseTimesReport(
         since=query.since,
