@@ -1,7 +1,7 @@
 """Fine-tune the encoder with LoRA adapters and the three heads together (multi-task).
 
 ``thirdring model train`` (the default method) runs this: the prepared base e5-small in fp32
-torch gets rank-8 adapters on every linear layer of its 12 blocks (``adapter.py``; word
+torch gets rank-16 adapters on every linear layer of its 12 blocks (``adapter.py``; word
 embeddings and all base weights frozen) and the sentiment, complaint and severity heads sit
 on its mean-pooled, L2-normalised embedding (the serving recipe). One epoch visits every
 sentiment batch of the 8 UMSAB languages once and the complaint and severity batches
@@ -13,7 +13,7 @@ X-CI ``train.csv`` stratified by severity level (complaint: all of it; severity:
 rows). Scores are measured after every epoch in fp32 and recorded in ``heads.json``; the shipped
 numbers of the served int8 model come from ``thirdring model evaluate``.
 
-Output, beside each other in the heads directory: ``adapter.safetensors`` (2.6 MB) and the
+Output, beside each other in the heads directory: ``adapter.safetensors`` (5.3 MB) and the
 heads (``heads.safetensors``/``heads.json``, the logit scale folded into the weights so
 serving stays ``softmax(x @ W.T + b)``).
 """
@@ -64,10 +64,10 @@ class TuneConfig:
     epochs: int = 2
     batch_size: int = 32
     max_length: int = 64
-    rank: int = 8
-    alpha: float = 16.0
+    rank: int = 16
+    alpha: float = 32.0
     dropout: float = 0.1
-    lr_adapter: float = 5e-4
+    lr_adapter: float = 8e-4
     lr_heads: float = 3e-3
     weight_decay: float = 0.01
     warmup_fraction: float = 0.06
