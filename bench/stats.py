@@ -3,8 +3,8 @@
 Generates N cases spread over 60 days directly in SQL (cases, the opening mentions, the
 first-response cycles, wall-clock policies: the business-clock time equals the wall time;
 then /metrics' counters are recounted from them), then times the
-manager queries over the last 30 days and a /metrics scrape through the same service
-functions the API uses.
+manager queries over the last 30 days, a /metrics scrape and a whole dashboard load (its six
+requests at once) through the same service functions the API uses.
 
     .venv/bin/python -m bench.stats --cases 1000000
     .venv/bin/python -m bench.stats --cases 1000000 --reuse   # time again, same rows
@@ -21,13 +21,14 @@ import os
 import statistics
 import subprocess
 import time
+from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
 from pathlib import Path
 
 from rich.console import Console
 from rich.table import Table
 from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from services.alert import metrics
 from services.alert.stats.backlog import backlog
@@ -149,6 +150,31 @@ async def vacuum() -> None:
     await engine.dispose()
 
 
+async def dashboard_load(sessions: async_sessionmaker[AsyncSession], now: datetime) -> None:
+    """The six requests a dashboard load fires at once (dashboard.js ``load()``, 30 days).
+
+    Each gets its own session, as each request gets its own in the API, so PostgreSQL runs
+    them side by side as it would for a browser's ``Promise.all``.
+    """
+    since = now - timedelta(days=30)
+
+    async def one(fn: Callable[[AsyncSession], Awaitable[object]]) -> None:
+        async with sessions() as session:
+            await fn(session)
+
+    def by(field: str) -> Callable[[AsyncSession], Awaitable[object]]:
+        return lambda s: report(s, StatsQuery(since=since, until=now, group_by=(field,)), now)
+
+    await asyncio.gather(
+        one(lambda s: timeseries(s, StatsQuery(since=since, until=now), "day", now)),
+        one(by("team")),
+        one(by("source")),
+        one(by("hour_of_week")),
+        one(by("brand")),
+        one(lambda s: backlog(s, now, {}, limit=200)),
+    )
+
+
 async def measure(repeat: int, only: str | None = None) -> dict[str, dict[str, float]]:
     engine = make_engine(URL)
     sessions = make_sessionmaker(engine)
@@ -182,6 +208,8 @@ async def measure(repeat: int, only: str | None = None) -> dict[str, dict[str, f
         "timeseries, daily": lambda s: timeseries(s, last30, "day", now),
         "backlog (100 oldest)": lambda s: backlog(s, now, {}),
         "/metrics scrape": lambda s: scrape(s, now),
+        # Times the six requests together; the session it is handed goes unused.
+        "dashboard load (6 requests at once)": lambda _s: dashboard_load(sessions, now),
     }
     results: dict[str, dict[str, float]] = {}
     for name, fn in queries.items():
