@@ -11,9 +11,11 @@ import numpy as np
 import pytest
 
 from services.classify.model.evaluate import (
+    BOOTSTRAP_SEED,
     confusion_matrix,
     evaluate,
     find_datasets,
+    macro_f1_interval,
     scores_from_confusion,
 )
 from services.classify.model.heads import SEVERITY_LABELS, Heads, LinearHead
@@ -35,8 +37,12 @@ def _check_report(report: dict, tasks: dict[str, int]) -> None:
         assert matrix.shape == (len(task["labels"]),) * 2
         assert matrix.sum() == task["n"] == n
         assert 0.0 <= task["macro_f1"] <= 1.0
+        low, high = task["macro_f1_ci"]
+        assert 0.0 <= low <= high <= 1.0
     for ds in report["datasets"]:
         assert np.asarray(ds["confusion"]).sum() == ds["n"]
+        low, high = ds["macro_f1_ci"]
+        assert low <= high and (low < high or ds["macro_f1"] in (0.0, 1.0))
 
 
 @pytest.mark.skipif(not THIRDRING.exists(), reason="thirdring entry point not installed")
@@ -106,6 +112,32 @@ def test_scores_from_confusion() -> None:
     assert scores["accuracy"] == 0.6
     assert scores["f1_per_class"] == [0.5, 0.8, 0.0]
     assert scores["macro_f1"] == round((0.5 + 0.8) / 3, 4)
+
+
+def test_macro_f1_interval_matches_a_loop_over_the_same_resamples() -> None:
+    rng = np.random.default_rng(1)
+    gold = rng.integers(0, 3, size=200)
+    pred = np.where(rng.random(200) < 0.7, gold, rng.integers(0, 3, size=200))
+    low, high = macro_f1_interval(gold, pred, 3, resamples=300)
+    # The reference: the same resamples (same seed, same draw), each scored on its own.
+    picks = np.random.default_rng(BOOTSTRAP_SEED).integers(0, 200, size=(300, 200))
+    scores = [
+        scores_from_confusion(confusion_matrix(gold[p], pred[p], 3))["macro_f1"] for p in picks
+    ]
+    ref_low, ref_high = np.quantile(scores, [0.025, 0.975])
+    assert low == pytest.approx(ref_low, abs=1e-3) and high == pytest.approx(ref_high, abs=1e-3)
+    point = scores_from_confusion(confusion_matrix(gold, pred, 3))["macro_f1"]
+    assert low < point < high
+
+
+def test_macro_f1_interval_narrows_with_more_items() -> None:
+    gold = np.array([0, 0, 1, 1, 2, 2, 0, 1, 2, 1] * 3)
+    pred = np.array([0, 1, 1, 1, 2, 0, 0, 1, 2, 2] * 3)
+    small = macro_f1_interval(gold, pred, 3)
+    large = macro_f1_interval(np.tile(gold, 20), np.tile(pred, 20), 3)  # same F1, 20x the items
+    assert large[1] - large[0] < (small[1] - small[0]) / 3
+    assert macro_f1_interval(gold, gold, 3) == (1.0, 1.0)  # nothing to resample away
+    assert macro_f1_interval(gold, pred, 3) == small  # seeded: the same every run
 
 
 def test_missing_data_dir_is_an_error(classifier: Classifier, tmp_path: Path) -> None:

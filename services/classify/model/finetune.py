@@ -5,8 +5,8 @@ torch gets rank-16 adapters on every linear layer of its 12 blocks (``adapter.py
 embeddings and all base weights frozen) and the sentiment, complaint and severity heads sit
 on its mean-pooled, L2-normalised embedding (the serving recipe). One epoch visits every
 sentiment batch of the 8 UMSAB languages once and the complaint and severity batches
-``COMPLAINT_PASSES`` times (they are small), in one shuffled order of length-bucketed batches
-of 32; AdamW, linear warm-up then linear decay.
+several times each (``TuneConfig.complaint_passes``/``severity_passes``: they are small), in
+one shuffled order of length-bucketed batches of 32; AdamW, linear warm-up then linear decay.
 
 Validation (never trained on): the UMSAB ``val`` files per language, and a seeded 20% of
 X-CI ``train.csv`` stratified by severity level (complaint: all of it; severity: its complaint
@@ -54,7 +54,6 @@ from services.classify.model.train import (
 # Logits are this times the cosine-like score of a unit embedding: without it a head on
 # L2-normalised inputs needs huge weights to be confident. Folded into the saved weights.
 LOGIT_SCALE = 20.0
-COMPLAINT_PASSES = 3
 
 
 @dataclass(frozen=True)
@@ -71,6 +70,9 @@ class TuneConfig:
     lr_heads: float = 3e-3
     weight_decay: float = 0.01
     warmup_fraction: float = 0.06
+    # Visits per epoch of the small X-CI tasks' batches (sentiment's are visited once).
+    complaint_passes: int = 3
+    severity_passes: int = 3
     seed: int = SEED
     threads: int = 0  # 0: every core
 
@@ -225,7 +227,9 @@ def finetune(
         target["sentiment"] = TaskData("sentiment", tok(texts), np.concatenate(labels), groups)
 
     xci_texts, severity = load_xci(data_dir, limit=limit)
-    fit_idx, hold_idx = stratified_holdout(severity, HOLDOUT_FRACTION, seed=cfg.seed)
+    # The holdout is drawn with the data seed, not the run's: runs of other seeds are scored
+    # on the same rows and never train on each other's holdout (or a soup of them would).
+    fit_idx, hold_idx = stratified_holdout(severity, HOLDOUT_FRACTION, seed=SEED)
     xci_ids = tok(xci_texts)
     for idx, target in ((fit_idx, train), (hold_idx, val)):
         comp = (severity[idx] > 0).astype(np.int64)
@@ -265,7 +269,9 @@ def finetune(
     def epoch_plan() -> list[tuple[str, list[int]]]:
         plan: list[tuple[str, list[int]]] = []
         for task, data in train.items():
-            passes = 1 if task == "sentiment" else COMPLAINT_PASSES
+            passes = {"complaint": cfg.complaint_passes, "severity": cfg.severity_passes}.get(
+                task, 1
+            )
             lengths = [len(x) for x in data.ids]
             for _ in range(passes):
                 plan += [(task, b) for b in bucketed_batches(lengths, cfg.batch_size, rng)]
@@ -323,7 +329,7 @@ def finetune(
                 # `thirdring model evaluate` re-creates this split to report it as unseen.
                 "complaint_holdout": {
                     "fraction": HOLDOUT_FRACTION,
-                    "seed": cfg.seed,
+                    "seed": SEED,
                     "stratified_by": "severity (0 = no complaint)",
                 },
             },
