@@ -213,12 +213,18 @@ def confusion_matrix(y_true: np.ndarray, y_pred: np.ndarray, n_classes: int) -> 
     return matrix
 
 
+def _f1_per_class(matrix: np.ndarray) -> np.ndarray:
+    """Per-class F1 of a confusion matrix ``[n, n]`` or of a stack of them ``[..., n, n]``."""
+    tp = np.diagonal(matrix, axis1=-2, axis2=-1)
+    denom = matrix.sum(axis=-2) + matrix.sum(axis=-1)  # = 2tp + fp + fn
+    return np.divide(2 * tp, denom, out=np.zeros(tp.shape), where=denom > 0)
+
+
 def scores_from_confusion(matrix: np.ndarray) -> dict[str, Any]:
     """Macro-F1 over all classes (the papers' metric), accuracy and per-class F1."""
     matrix = np.asarray(matrix, dtype=np.float64)
     tp = np.diag(matrix)
-    denom = matrix.sum(axis=0) + matrix.sum(axis=1)  # = 2tp + fp + fn
-    f1 = np.divide(2 * tp, denom, out=np.zeros_like(tp), where=denom > 0)
+    f1 = _f1_per_class(matrix)
     total = matrix.sum()
     return {
         "macro_f1": round(float(f1.mean()), 4),
@@ -260,10 +266,7 @@ def macro_f1_interval(
         cells += (np.arange(count) * cells_per_matrix)[:, None]
         stack = np.bincount(cells.ravel(), minlength=count * cells_per_matrix)
         stack = stack.reshape(count, n_classes, n_classes).astype(np.float64)
-        tp = np.diagonal(stack, axis1=1, axis2=2)
-        denom = stack.sum(axis=1) + stack.sum(axis=2)
-        f1 = np.divide(2 * tp, denom, out=np.zeros_like(tp), where=denom > 0)
-        scores.append(f1.mean(axis=1))
+        scores.append(_f1_per_class(stack).mean(axis=1))
     f1 = np.concatenate(scores)
     tail = (1 - level) / 2
     low, high = np.quantile(f1, [tail, 1 - tail])
