@@ -237,6 +237,14 @@ def model_train(
         ),
     ] = "finetune",
     epochs: Annotated[int, typer.Option(min=1, help="Epochs (finetune)")] = 2,
+    layers: Annotated[
+        int | None,
+        typer.Option(
+            min=0,
+            help="Encoder blocks to keep, the first N (finetune; default: the shipped recipe's, "
+            "0: all 12)",
+        ),
+    ] = None,
 ) -> None:
     """Train the classifier: sentiment, complaint and severity heads (and the adapter)."""
     from services.classify.model.heads import DEFAULT_HEADS_DIR
@@ -268,7 +276,9 @@ def model_train(
             data,
             base,
             target,
-            config=TuneConfig(epochs=epochs),
+            config=TuneConfig(epochs=epochs)
+            if layers is None
+            else TuneConfig(epochs=epochs, layers=layers),
             limit=limit,
             log=bar.console.print,
             progress=lambda step, total: bar.update(task, completed=step, total=total),

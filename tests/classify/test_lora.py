@@ -54,12 +54,56 @@ def test_merged_base_equals_adapted_model(tmp_path: Path) -> None:
 
 
 def test_merge_refuses_an_adapter_for_another_model(tmp_path: Path) -> None:
+    from safetensors.torch import save_file
+
     adapted = tiny_bert(layers=1)
     lora.inject(adapted, rank=2)
-    path = tmp_path / lora.ADAPTER_FILE
-    lora.save(adapted, path, rank=2, alpha=16.0)
+    # An adapter of the format before depths were recorded: nothing says to cut the model.
+    old = tmp_path / "old.safetensors"
+    save_file(lora.adapter_tensors(adapted), str(old), metadata={"rank": "2", "alpha": "16.0"})
     with pytest.raises(ValueError, match="covers 6 of 12 layers"):
+        lora.merge_into(tiny_bert(layers=2), old)
+    # One trained on a deeper encoder than the one given.
+    deeper = tiny_bert(layers=3)
+    lora.inject(deeper, rank=2)
+    path = tmp_path / lora.ADAPTER_FILE
+    lora.save(deeper, path, rank=2, alpha=16.0)
+    with pytest.raises(ValueError, match="cannot cut a 2-block encoder to 3 blocks"):
         lora.merge_into(tiny_bert(layers=2), path)
+
+
+def test_an_adapter_trained_on_a_cut_encoder_cuts_the_served_one(tmp_path: Path) -> None:
+    """Training on the first N blocks records N (and the prefix); merging rebuilds that net."""
+    from services.classify.model.adapter import encoder_depth, encoder_prefix
+
+    ids = torch.tensor([[1, 5, 7, 9, 2]])
+    adapted = lora.cut(tiny_bert(layers=3), 2)
+    assert len(adapted.encoder.layer) == 2 and adapted.config.num_hidden_layers == 2
+    lora.inject(adapted, rank=2, alpha=4.0, dropout=0.0)
+    with torch.no_grad():
+        for module in adapted.modules():
+            if isinstance(module, lora.LoRALinear):
+                module.lora_B.normal_(0, 0.5)
+    tuned = hidden(adapted, ids)
+    path = tmp_path / lora.ADAPTER_FILE
+    lora.save(adapted, path, rank=2, alpha=4.0, prefix="")
+    assert encoder_depth(path) == 2
+    assert encoder_prefix(path) == ""  # recorded, even when empty
+
+    served = tiny_bert(layers=3)  # the full base, as `prepare` leaves it
+    info = lora.merge_into(served, path)
+    assert info["layers"] == 2 * len(lora.TARGETS)
+    assert len(served.encoder.layer) == 2
+    assert torch.allclose(hidden(served, ids), tuned, atol=1e-5)
+    assert lora.cut(tiny_bert(layers=3), None).config.num_hidden_layers == 3  # None: no cut
+
+
+def test_adapters_without_a_recorded_cut_mean_the_whole_encoder_and_e5_prefix() -> None:
+    from services.classify.model.adapter import encoder_depth, encoder_prefix
+    from services.classify.model.encoder import QUERY_PREFIX
+
+    assert encoder_depth(None) is None
+    assert encoder_prefix(None) == QUERY_PREFIX
 
 
 def test_same_weights_give_the_same_file_whatever_the_metadata_order(tmp_path: Path) -> None:

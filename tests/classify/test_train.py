@@ -8,10 +8,17 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import onnx
 import pytest
 
-from services.classify.model.adapter import ADAPTER_FILE, short_hash
+from services.classify.model.adapter import (
+    ADAPTER_FILE,
+    encoder_depth,
+    encoder_prefix,
+    short_hash,
+)
 from services.classify.model.encoder import DEFAULT_MAX_LENGTH, QUERY_PREFIX, default_backend
+from services.classify.model.finetune import TuneConfig
 from services.classify.model.heads import SEVERITY_LABELS, Heads
 from services.classify.model.onnx_export import onnx_filename, static_activations
 from services.classify.model.static_int8 import load_ranges
@@ -104,12 +111,21 @@ def test_train_command_smoke_is_served_with_its_adapter(model_dir: Path, tmp_pat
     ranges = load_ranges(adapter)  # measured for this adapter, beside it
     assert ranges and all(lo <= 0.0 <= hi and lo < hi for lo, hi in ranges.values())
 
+    # The recipe's cut and prefix travel with the adapter into the int8 file and the encoder.
+    recipe = TuneConfig()
+    assert encoder_depth(adapter) == recipe.layers and encoder_prefix(adapter) == recipe.prefix
+    assert heads.meta["encoder"]["layers"] == recipe.layers
+
     exported = served_dir / onnx_filename(adapter)
     assert exported.is_file() and static_activations(served_dir, adapter)
+    graph = onnx.load(str(exported), load_external_data=False).graph
+    # Six int8 linear layers per block kept (query, key, value, attention out, FFN in, out).
+    assert sum(n.op_type == "MatMulIntegerToFloat" for n in graph.node) == 6 * recipe.layers
     before = exported.stat().st_mtime_ns
     classifier = Classifier.load(served_dir, tmp_path / "heads", threads=2, warm_up=False)
     assert exported.stat().st_mtime_ns == before  # training left it ready to serve
     assert classifier.encoder.static and classifier.encoder.batch_size > 1
+    assert classifier.encoder.prefix == recipe.prefix
     assert classifier.model_version.startswith(f"e5-small-int8s+lora-{short_hash(adapter)}+heads-")
     (scores,) = classifier.score([("The app crashed again and I lost my order", None)])
     assert scores.model_version == classifier.model_version

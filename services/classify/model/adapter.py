@@ -43,3 +43,35 @@ def canonicalize(path: Path) -> None:
     text = json.dumps(header, sort_keys=True, separators=(",", ":")).encode()
     text += b" " * (-len(text) % 8)  # the data stays 8-byte aligned, as safetensors writes it
     Path(path).write_bytes(struct.pack("<Q", len(text)) + text + raw[8 + size :])
+
+
+def adapter_metadata(path: Path) -> dict[str, str]:
+    """The ``__metadata__`` of a safetensors adapter, read from its header (no torch)."""
+    with Path(path).open("rb") as fh:
+        (size,) = struct.unpack("<Q", fh.read(8))
+        header = json.loads(fh.read(size))
+    return dict(header.get("__metadata__") or {})
+
+
+def encoder_depth(adapter: Path | None) -> int | None:
+    """How many of the base encoder's blocks ``adapter`` was trained on (None: all of them).
+
+    A cut encoder (its first N blocks) does less work per post; the adapter records the cut so
+    that every path that serves it (int8 export, torch backend) rebuilds the same network.
+    Adapters written before the cut existed record nothing and mean the whole encoder.
+    """
+    if adapter is None:
+        return None
+    value = adapter_metadata(adapter).get("depth")
+    return int(value) if value else None
+
+
+def encoder_prefix(adapter: Path | None) -> str:
+    """The text put before every input when ``adapter`` was trained (e5's ``"query: "`` when
+    it records none)."""
+    from services.classify.model.encoder import QUERY_PREFIX
+
+    if adapter is None:
+        return QUERY_PREFIX
+    value = adapter_metadata(adapter).get("prefix")
+    return QUERY_PREFIX if value is None else str(json.loads(value))

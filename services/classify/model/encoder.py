@@ -1,7 +1,8 @@
 """Batched sentence embeddings from the prepared multilingual-e5-small, on the CPU.
 
-Two backends give the same ``encode(texts) -> np.ndarray`` (mean-pooled, L2-normalised,
-``"query: "`` prefix, at most 64 tokens):
+Two backends give the same ``encode(texts) -> np.ndarray`` (mean-pooled, L2-normalised, at
+most 64 tokens, each text after the prefix its adapter was trained with: none for the shipped
+one, e5's ``"query: "`` for the base encoder):
 
 - ``onnx`` (default): the int8 file (see ``onnx_export``) on onnxruntime. With calibrated
   activation scales (``static_int8``, the shipped adapter's export) texts are batched by
@@ -14,7 +15,8 @@ Two backends give the same ``encode(texts) -> np.ndarray`` (mean-pooled, L2-norm
 
 Pick one with ``Encoder(backend=...)`` or ``$THIRDRING_ENCODER_BACKEND`` (``onnx`` | ``torch``).
 With a fine-tuning ``adapter`` (``lora.py``; by default the one shipped beside the heads) the
-onnx backend runs the int8 file exported with it merged and the torch backend merges it on load.
+onnx backend runs the int8 file exported with it merged and the torch backend merges it on load;
+both keep only the encoder blocks it was trained on (the shipped one: the first 9 of 12).
 The embeddings differ slightly between backends (cosine ~0.99), so heads should be trained on
 the backend that serves them; ``Encoder.tag`` names it in the ``model_version``.
 """
@@ -128,10 +130,10 @@ class Encoder:
         batch_size: int | None = None,
         max_tokens: int | None = DEFAULT_MAX_TOKENS,
         threads: int | None = None,
-        prefix: str = QUERY_PREFIX,
+        prefix: str | None = None,
         adapter: Path | Literal["shipped"] | None = "shipped",
     ) -> None:
-        from services.classify.model.adapter import adapter_for
+        from services.classify.model.adapter import adapter_for, encoder_prefix
 
         self.backend = (backend or default_backend()).strip().lower()
         if self.backend not in BACKENDS:
@@ -144,9 +146,10 @@ class Encoder:
             )
         self.max_length = max_length
         self.max_tokens = max_tokens
-        self.prefix = prefix
         self.threads = threads or default_threads()
         self.adapter = adapter_for() if adapter == "shipped" else adapter
+        # None: the prefix the adapter was trained with (e5's "query: " for the frozen encoder).
+        self.prefix = prefix if prefix is not None else encoder_prefix(self.adapter)
         self.tokenizer = load_tokenizer(self.model_dir, max_length)
         self.pad_id = self.tokenizer.token_to_id("<pad>")
         self.model: Any = None

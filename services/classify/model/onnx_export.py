@@ -183,12 +183,14 @@ def quantize_int8(src: Path, out: Path) -> None:
     )
 
 
-def _token_ids(model_dir: Path, texts: list[str]) -> list[list[int]]:
-    """The ids the Encoder feeds for ``texts`` (prefix, truncation), without padding."""
-    from services.classify.model.encoder import QUERY_PREFIX, load_tokenizer
+def _token_ids(model_dir: Path, texts: list[str], adapter: Path | None) -> list[list[int]]:
+    """The ids the Encoder feeds for ``texts`` (``adapter``'s prefix, truncation), unpadded."""
+    from services.classify.model.adapter import encoder_prefix
+    from services.classify.model.encoder import load_tokenizer
 
     tokenizer = load_tokenizer(model_dir)
-    return [e.ids for e in tokenizer.encode_batch([QUERY_PREFIX + t for t in texts])]
+    prefix = encoder_prefix(adapter)
+    return [e.ids for e in tokenizer.encode_batch([prefix + t for t in texts])]
 
 
 def export_onnx(
@@ -219,7 +221,7 @@ def export_onnx(
         tmp_fp32.unlink()
         if calibrate_on is not None and adapter is not None:
             texts, source = calibration_texts(calibrate_on)
-            ranges = measure_ranges(tmp_dynamic, _token_ids(model_dir, texts))
+            ranges = measure_ranges(tmp_dynamic, _token_ids(model_dir, texts, adapter))
             save_ranges(adapter, ranges, texts=len(texts), source=source)
         else:
             ranges = load_ranges(adapter)
