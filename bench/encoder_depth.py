@@ -17,13 +17,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import time
 from pathlib import Path
 
 import numpy as np
 from rich.console import Console
 from rich.table import Table
 
+from bench.interleave import interleaved_rates
 from bench.pipeline import sample_texts
 from services.classify.model import default_model_dir
 from services.classify.model.adapter import adapter_for, encoder_depth
@@ -53,15 +53,7 @@ def main() -> None:
             model_dir = prepare_encoder(default_model_dir(), adapter=adapter)
         encoders[str(heads or "shipped")] = Encoder(model_dir, backend="onnx", adapter=adapter)
     texts = sample_texts(args.texts)
-    for enc in encoders.values():
-        enc.warm_up()
-    rates: dict[str, list[float]] = {name: [] for name in encoders}
-    for run in range(args.runs):
-        for name, enc in encoders.items():
-            with console.status(f"run {run + 1}: {name}"):
-                started = time.perf_counter()
-                enc.encode(texts)
-                rates[name].append(round(len(texts) / (time.perf_counter() - started), 1))
+    rates = interleaved_rates(encoders, texts, args.runs, console)
     table = Table(title=f"int8 encoder, {len(texts)} tweets, texts/s per run")
     for column in ("heads", "blocks", "prefix", "tokens/text", "texts/s"):
         table.add_column(column, justify="left" if column == "heads" else "right")

@@ -18,7 +18,6 @@ import json
 import logging
 import shutil
 import tempfile
-import time
 import warnings
 from pathlib import Path
 
@@ -26,6 +25,7 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 
+from bench.interleave import interleaved_rates
 from bench.pipeline import sample_texts
 from services.classify.model import default_model_dir
 from services.classify.model.adapter import ADAPTER_FILE, adapter_for
@@ -80,15 +80,7 @@ def main() -> None:
         static = encoders["static scales, batched (served)"]
         if not static.static:
             raise SystemExit("no static scales in the served file: `thirdring model calibrate`")
-        for enc in encoders.values():
-            enc.warm_up()
-        rates: dict[str, list[float]] = {name: [] for name in encoders}
-        for run in range(args.runs):
-            for name, enc in encoders.items():
-                with console.status(f"run {run + 1}: {name}"):
-                    started = time.perf_counter()
-                    enc.encode(texts)
-                    rates[name].append(round(len(texts) / (time.perf_counter() - started), 1))
+        rates = interleaved_rates(encoders, texts, args.runs, console)
         a = static.encode(texts)
         b = encoders["dynamic scales, one text per run"].encode(texts)
     cos = (a * b).sum(axis=1)
