@@ -59,7 +59,8 @@ def main() -> None:
         table.add_column(column, justify="left" if column == "heads" else "right")
     report = {}
     for name, enc in encoders.items():
-        depth = encoder_depth(enc.adapter) or 12
+        full = json.loads((enc.model_dir / "config.json").read_text())["num_hidden_layers"]
+        depth = encoder_depth(enc.adapter) or full
         tokens = float(np.mean(enc.tokenize(texts)[1]))
         table.add_row(
             name,

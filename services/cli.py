@@ -276,9 +276,7 @@ def model_train(
             data,
             base,
             target,
-            config=TuneConfig(epochs=epochs)
-            if layers is None
-            else TuneConfig(epochs=epochs, layers=layers),
+            config=TuneConfig(epochs=epochs, **({} if layers is None else {"layers": layers})),
             limit=limit,
             log=bar.console.print,
             progress=lambda step, total: bar.update(task, completed=step, total=total),

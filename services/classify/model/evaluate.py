@@ -348,16 +348,15 @@ def evaluate(
             "seen_in_training": ds.seen_in_training,
         }
         results.append(entry)
+        # "confusion" is filled in below; its place keeps the report's key order.
         task = tasks.setdefault(
-            ds.task,
-            {"labels": list(labels), "confusion": np.zeros_like(matrix), "by_language": {}},
+            ds.task, {"labels": list(labels), "confusion": None, "by_language": {}}
         )
-        task["confusion"] = task["confusion"] + matrix
         keys = ("n", "macro_f1", "macro_f1_ci", "accuracy", "seen_in_training")
         task["by_language"].setdefault(ds.language, {})[ds.split] = {k: entry[k] for k in keys}
-    for name, task in tasks.items():
-        matrix = task["confusion"]
+    for name, task in tasks.items():  # over every set of the task: all its pairs at once
         gold, pred = (np.concatenate(parts) for parts in pairs[name])
+        matrix = confusion_matrix(gold, pred, len(task["labels"]))
         task.update(n=int(matrix.sum()), **scores_from_confusion(matrix))
         task["macro_f1_ci"] = list(macro_f1_interval(gold, pred, len(task["labels"])))
         task["confusion"] = matrix.tolist()

@@ -6,10 +6,11 @@ adapter, so serving rebuilds the same network), gets rank-16 adapters on every l
 of those blocks (``adapter.py``; word embeddings and all base weights frozen), and the
 sentiment, complaint and severity heads sit on its mean-pooled, L2-normalised embedding (the
 serving recipe). Texts go in as they are: e5's ``"query: "`` prefix is 3 of a tweet's ~29
-tokens, and once the encoder is tuned it adds nothing the val scores can see. One epoch visits every
-sentiment batch of the 8 UMSAB languages once and the complaint and severity batches
-several times each (``TuneConfig.complaint_passes``/``severity_passes``: they are small), in
-one shuffled order of length-bucketed batches of 32; AdamW, linear warm-up then linear decay.
+tokens, and once the encoder is tuned it adds nothing the val scores can see. One epoch
+visits every sentiment batch of the 8 UMSAB languages once and the complaint and severity
+batches several times each (``TuneConfig.complaint_passes``/``severity_passes``: they are
+small), in one shuffled order of length-bucketed batches of 32; AdamW, linear warm-up then
+linear decay.
 
 Validation (never trained on): the UMSAB ``val`` files per language, and a seeded 20% of
 X-CI ``train.csv`` stratified by severity level (complaint: all of it; severity: its complaint
