@@ -264,6 +264,14 @@ def model_train(
     from services.classify.model.prepare import prepare_encoder
 
     base = prepare_encoder(settings.model_dir, export_onnx=False)
+    if layers is not None:
+        import json
+
+        blocks = json.loads((base / "config.json").read_text())["num_hidden_layers"]
+        if layers > blocks:
+            raise typer.BadParameter(
+                f"{layers} blocks asked for, the encoder has {blocks}", param_hint="--layers"
+            )
     with Progress(
         "[progress.description]{task.description}",
         BarColumn(),

@@ -79,6 +79,21 @@ def test_heads_without_severity_still_load(tmp_path: Path) -> None:
 
 
 @pytest.mark.skipif(not THIRDRING.exists(), reason="thirdring entry point not installed")
+def test_train_refuses_more_blocks_than_the_encoder_has(tmp_path: Path) -> None:
+    proc = subprocess.run(
+        [str(THIRDRING), "model", "train", "--layers", "13", "--out", str(tmp_path / "heads")],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert "13 blocks asked for, the encoder has 12" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert not (tmp_path / "heads").exists()  # refused before anything was written
+
+
+@pytest.mark.skipif(not THIRDRING.exists(), reason="thirdring entry point not installed")
 @pytest.mark.skipif(not SHARED_DATA.is_dir(), reason="../shared/data not present")
 def test_train_command_smoke_is_served_with_its_adapter(model_dir: Path, tmp_path: Path) -> None:
     """`thirdring model train` (LoRA fine-tuning) on 20 rows per file, one epoch; then the
