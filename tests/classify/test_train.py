@@ -18,7 +18,13 @@ from services.classify.model.adapter import (
     short_hash,
 )
 from services.classify.model.encoder import DEFAULT_MAX_LENGTH, QUERY_PREFIX, default_backend
-from services.classify.model.finetune import TuneConfig
+from services.classify.model.finetune import (
+    XCI_EMOTIONS,
+    XCI_SENTIMENTS,
+    TuneConfig,
+    finetune,
+    load_xci,
+)
 from services.classify.model.heads import SEVERITY_LABELS, Heads
 from services.classify.model.onnx_export import onnx_filename, static_activations
 from services.classify.model.static_int8 import load_ranges
@@ -121,6 +127,8 @@ def test_train_command_smoke_is_served_with_its_adapter(model_dir: Path, tmp_pat
     assert heads.severity is not None
     assert heads.meta["training_data"]["limit"] == 20
     assert set(heads.meta["val_macro_f1"]) == {"sentiment", "complaint", "severity"}
+    # The recipe trains the three served heads only (the auxiliary tasks are off).
+    assert set(heads.meta["history"][0]["loss"]) == {"sentiment", "complaint", "severity"}
     adapter = tmp_path / "heads" / ADAPTER_FILE
     assert heads.meta["adapter"]["hash"] == short_hash(adapter)
     ranges = load_ranges(adapter)  # measured for this adapter, beside it
@@ -178,3 +186,55 @@ def test_load_severity_limit_keeps_every_level() -> None:
     split = load_severity(FIXTURES, limit=1)
     assert sorted(split.labels.tolist()) == [0, 1, 2, 3]
     assert len(load_severity(FIXTURES).labels) == 8
+
+
+def _write_xci(root: Path, header: str, rows: list[str]) -> Path:
+    (root / "complaints-xci").mkdir(parents=True)
+    (root / "complaints-xci" / "train.csv").write_text("\n".join([header, *rows]) + "\n")
+    return root
+
+
+def test_load_xci_reads_the_auxiliary_columns_when_present(tmp_path: Path) -> None:
+    data = _write_xci(
+        tmp_path,
+        "id,text,complaint,severity,sentiment,emotion",
+        [
+            "1,my parcel is lost again,1,3,Negative,anger",
+            "2,thanks for the help,0,0,Positive,joy",
+            "3,where is my refund,1,2,Neutral,fear",  # a rare emotion counts as "other"
+        ],
+    )
+    xci = load_xci(data)
+    assert xci.severity.tolist() == [3, 0, 2]
+    assert xci.emotion is not None and xci.sentiment is not None
+    assert [XCI_EMOTIONS[i] for i in xci.emotion] == ["anger", "joy", "other"]
+    assert [XCI_SENTIMENTS[i] for i in xci.sentiment] == ["Negative", "Positive", "Neutral"]
+    # The evaluation format needs only text, complaint and severity: no auxiliary tasks then.
+    bare = load_xci(FIXTURES)
+    assert bare.emotion is None and bare.sentiment is None and len(bare.texts) == 16
+
+
+def test_load_xci_names_the_row_with_an_unknown_sentiment(tmp_path: Path) -> None:
+    data = _write_xci(tmp_path, "id,text,complaint,severity,sentiment", ["7,meh,0,0,Mixed"])
+    with pytest.raises(ValueError, match="row 7: sentiment 'Mixed'"):
+        load_xci(data)
+
+
+def test_auxiliary_tasks_train_but_are_not_served(model_dir: Path, tmp_path: Path) -> None:
+    """With ``aux_passes`` X-CI's emotion and sentiment train heads of their own, which are
+    dropped: the saved heads are the served three. Two blocks and 4 rows a file keep it quick."""
+    meta = finetune(
+        SHARED_DATA,
+        model_dir,
+        tmp_path,
+        config=TuneConfig(epochs=1, layers=2, aux_passes=1, threads=2),
+        limit=4,
+        log=lambda _: None,
+    )
+    losses = meta["history"][0]["loss"]
+    assert set(losses) == {"sentiment", "complaint", "severity", "xci_emotion", "xci_sentiment"}
+    assert all(np.isfinite(v) for v in losses.values())
+    assert set(meta["val_macro_f1"]) == {"sentiment", "complaint", "severity"}
+    heads = Heads.load(tmp_path)
+    assert heads.severity is not None and heads.meta["config"]["aux_passes"] == 1
+    assert encoder_depth(tmp_path / ADAPTER_FILE) == 2

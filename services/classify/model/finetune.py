@@ -10,14 +10,16 @@ tokens, and once the encoder is tuned it adds nothing the val scores can see. On
 visits every sentiment batch of the 8 UMSAB languages once and the complaint and severity
 batches several times each (``TuneConfig.complaint_passes``/``severity_passes``: they are
 small), in one shuffled order of length-bucketed batches of 32; AdamW, linear warm-up then
-linear decay.
+linear decay. Optionally (``TuneConfig.aux_passes``, off by default: measured, no gain) X-CI's
+``emotion`` and ``sentiment`` columns train two more heads on the same rows, dropped at the
+end so only their pull on the shared encoder stays.
 
 Validation (never trained on): the UMSAB ``val`` files per language, and a seeded 20% of
 X-CI ``train.csv`` stratified by severity level (complaint: all of it; severity: its complaint
 rows). Scores are measured after every epoch in fp32 and recorded in ``heads.json``; the shipped
 numbers of the served int8 model come from ``thirdring model evaluate``.
 
-Output, beside each other in the heads directory: ``adapter.safetensors`` (5.3 MB) and the
+Output, beside each other in the heads directory: ``adapter.safetensors`` (4.0 MB) and the
 heads (``heads.safetensors``/``heads.json``, the logit scale folded into the weights so
 serving stays ``softmax(x @ W.T + b)``).
 """
@@ -77,6 +79,11 @@ class TuneConfig:
     # Visits per epoch of the small X-CI tasks' batches (sentiment's are visited once).
     complaint_passes: int = 3
     severity_passes: int = 3
+    # Visits per epoch of X-CI's emotion and sentiment columns, trained as auxiliary tasks
+    # on their own heads (not served; 0: off). Their rows are the complaint task's. Off:
+    # two seeds with them (2026-12-05) moved severity +4.4 and -3.9, lost 0.4 and 1.2 of
+    # the sentiment mean, and found 7 fewer of 25 Estonian complaints each (model card).
+    aux_passes: int = 0
     # The encoder's first `layers` blocks (0: all 12) and the text put before every input.
     # 9 blocks and no e5 "query: " prefix (2026-12-05): the same val F1 as all 12 with the
     # prefix, at ~0.68 of the work per post (a quarter fewer blocks, a tenth fewer tokens).
@@ -96,31 +103,84 @@ class TaskData:
     groups: list[str]  # language for sentiment, the task name otherwise
 
 
-def load_xci(data_dir: Path, limit: int | None = None) -> tuple[list[str], np.ndarray]:
-    """X-CI ``train.csv``: texts and severity 0..4 (0 = no complaint)."""
+# X-CI's auxiliary columns as class indices. The three rare emotions (19 rows of 2,585
+# together) join "other"; sentiment uses UMSAB's order.
+XCI_EMOTIONS = ("other", "anger", "sadness", "joy")
+XCI_SENTIMENTS = ("Negative", "Neutral", "Positive")
+
+
+@dataclass
+class XciRows:
+    """X-CI ``train.csv`` as training targets, one entry per row."""
+
+    texts: list[str]
+    severity: np.ndarray  # 0 = no complaint, 1..4
+    # Indices into XCI_EMOTIONS / XCI_SENTIMENTS; None where the file lacks the column
+    # (the format only requires text, complaint and severity).
+    emotion: np.ndarray | None
+    sentiment: np.ndarray | None
+
+
+def _xci_index(row: dict[str, str], column: str, values: tuple[str, ...]) -> int:
+    value = row[column]
+    if column == "emotion" and value not in values:
+        return 0  # a rare emotion: "other"
+    if value not in values:
+        raise ValueError(
+            f"X-CI row {row.get('id', '?')}: {column} {value!r} is not one of {values}"
+        )
+    return values.index(value)
+
+
+def load_xci(data_dir: Path, limit: int | None = None) -> XciRows:
+    """X-CI ``train.csv``: texts, severity 0..4 (0 = no complaint), emotion and sentiment."""
     with (data_dir / "complaints-xci" / "train.csv").open(encoding="utf-8", newline="") as fh:
+        reader = csv.DictReader(fh)
+        aux = [
+            (col, values)
+            for col, values in (("emotion", XCI_EMOTIONS), ("sentiment", XCI_SENTIMENTS))
+            if col in (reader.fieldnames or ())
+        ]
         rows = [
-            (r["text"], int(r["severity"]) if int(r["complaint"]) else 0)
-            for r in csv.DictReader(fh)
+            (
+                r["text"],
+                int(r["severity"]) if int(r["complaint"]) else 0,
+                {col: _xci_index(r, col, values) for col, values in aux},
+            )
+            for r in reader
         ]
     if limit is not None:  # every level even in a smoke subset
         rows = [r for lvl in range(5) for r in [x for x in rows if x[1] == lvl][:limit]]
-    return [r[0] for r in rows], np.asarray([r[1] for r in rows], dtype=np.int64)
+
+    def column(name: str) -> np.ndarray | None:
+        if not any(col == name for col, _ in aux):
+            return None
+        return np.asarray([r[2][name] for r in rows], dtype=np.int64)
+
+    return XciRows(
+        texts=[r[0] for r in rows],
+        severity=np.asarray([r[1] for r in rows], dtype=np.int64),
+        emotion=column("emotion"),
+        sentiment=column("sentiment"),
+    )
+
+
+# The served heads, then the training-only auxiliary ones: task -> number of classes.
+SERVED_TASKS = {
+    "sentiment": len(SENTIMENT_LABELS),
+    "complaint": len(COMPLAINT_LABELS),
+    "severity": len(SEVERITY_LABELS),
+}
+AUX_TASKS = {"xci_emotion": len(XCI_EMOTIONS), "xci_sentiment": len(XCI_SENTIMENTS)}
 
 
 class MultiTaskModel(nn.Module):
     """The adapted encoder and one linear head per task on its pooled embedding."""
 
-    def __init__(self, encoder: nn.Module, dim: int) -> None:
+    def __init__(self, encoder: nn.Module, dim: int, tasks: dict[str, int]) -> None:
         super().__init__()
         self.encoder = encoder
-        self.heads = nn.ModuleDict(
-            {
-                "sentiment": nn.Linear(dim, len(SENTIMENT_LABELS)),
-                "complaint": nn.Linear(dim, len(COMPLAINT_LABELS)),
-                "severity": nn.Linear(dim, len(SEVERITY_LABELS)),
-            }
-        )
+        self.heads = nn.ModuleDict({task: nn.Linear(dim, n) for task, n in tasks.items()})
 
     def embed(self, input_ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         hidden = self.encoder(input_ids=input_ids, attention_mask=mask).last_hidden_state
@@ -235,11 +295,12 @@ def finetune(
             groups += [lang] * len(splits[split].texts)
         target["sentiment"] = TaskData("sentiment", tok(texts), np.concatenate(labels), groups)
 
-    xci_texts, severity = load_xci(data_dir, limit=limit)
+    xci = load_xci(data_dir, limit=limit)
+    severity = xci.severity
     # The holdout is drawn with the data seed, not the run's: runs of other seeds are scored
     # on the same rows and never train on each other's holdout (or a soup of them would).
     fit_idx, hold_idx = stratified_holdout(severity, HOLDOUT_FRACTION, seed=SEED)
-    xci_ids = tok(xci_texts)
+    xci_ids = tok(xci.texts)
     for idx, target in ((fit_idx, train), (hold_idx, val)):
         comp = (severity[idx] > 0).astype(np.int64)
         ids = [xci_ids[i] for i in idx]
@@ -251,11 +312,20 @@ def finetune(
             severity[idx][sev_rows] - 1,
             ["xci"] * len(sev_rows),
         )
+    if cfg.aux_passes:  # training rows only: the holdout stays unseen by every head
+        fit_ids = [xci_ids[i] for i in fit_idx]
+        for task, labels in (("xci_emotion", xci.emotion), ("xci_sentiment", xci.sentiment)):
+            if labels is None:
+                log(f"{task}: no such column in complaints-xci/train.csv, task skipped")
+                continue
+            train[task] = TaskData(task, fit_ids, labels[fit_idx], ["xci"] * len(fit_ids))
 
     encoder = lora.cut(AutoModel.from_pretrained(base_dir), cfg.layers or None)
     adapted = lora.inject(encoder, rank=cfg.rank, alpha=cfg.alpha, dropout=cfg.dropout)
     dim = int(encoder.config.hidden_size)
-    model = MultiTaskModel(encoder, dim)
+    model = MultiTaskModel(
+        encoder, dim, {task: n for task, n in (SERVED_TASKS | AUX_TASKS).items() if task in train}
+    )
     model.train()
     losses = {
         task: nn.CrossEntropyLoss(
@@ -278,9 +348,12 @@ def finetune(
     def epoch_plan() -> list[tuple[str, list[int]]]:
         plan: list[tuple[str, list[int]]] = []
         for task, data in train.items():
-            passes = {"complaint": cfg.complaint_passes, "severity": cfg.severity_passes}.get(
-                task, 1
-            )
+            passes = {
+                "complaint": cfg.complaint_passes,
+                "severity": cfg.severity_passes,
+                "xci_emotion": cfg.aux_passes,
+                "xci_sentiment": cfg.aux_passes,
+            }.get(task, 1)
             lengths = [len(x) for x in data.ids]
             for _ in range(passes):
                 plan += [(task, b) for b in bucketed_batches(lengths, cfg.batch_size, rng)]
