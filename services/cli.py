@@ -232,7 +232,7 @@ def model_train(
     method: Annotated[
         str,
         typer.Option(
-            help="finetune: LoRA adapters + heads (the shipped model, ~30 min on 2 cores); "
+            help="finetune: LoRA adapters + heads (the shipped model, ~20 min on 2 cores); "
             "linear: heads on the frozen encoder (the baseline, a minute)"
         ),
     ] = "finetune",
