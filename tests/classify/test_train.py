@@ -24,12 +24,14 @@ from services.classify.model.finetune import (
     TuneConfig,
     finetune,
     load_xci,
+    sentiment_rows,
 )
 from services.classify.model.heads import SEVERITY_LABELS, Heads
 from services.classify.model.onnx_export import onnx_filename, static_activations
 from services.classify.model.static_int8 import load_ranges
 from services.classify.model.train import (
     encoder_fingerprint,
+    load_sentiment,
     load_severity,
     stratified_folds,
     train_heads,
@@ -222,12 +224,13 @@ def test_load_xci_names_the_row_with_an_unknown_sentiment(tmp_path: Path) -> Non
 
 def test_auxiliary_tasks_train_but_are_not_served(model_dir: Path, tmp_path: Path) -> None:
     """With ``aux_passes`` X-CI's emotion and sentiment train heads of their own, which are
-    dropped: the saved heads are the served three. Two blocks and 4 rows a file keep it quick."""
+    dropped: the saved heads are the served three. A skipped language is still validated.
+    Two blocks and 4 rows a file keep it quick."""
     meta = finetune(
         SHARED_DATA,
         model_dir,
         tmp_path,
-        config=TuneConfig(epochs=1, layers=2, aux_passes=1, threads=2),
+        config=TuneConfig(epochs=1, layers=2, aux_passes=1, skip_languages=("hindi",), threads=2),
         limit=4,
         log=lambda _: None,
     )
@@ -235,6 +238,20 @@ def test_auxiliary_tasks_train_but_are_not_served(model_dir: Path, tmp_path: Pat
     assert set(losses) == {"sentiment", "complaint", "severity", "xci_emotion", "xci_sentiment"}
     assert all(np.isfinite(v) for v in losses.values())
     assert set(meta["val_macro_f1"]) == {"sentiment", "complaint", "severity"}
+    assert "hindi" in meta["val_macro_f1"]["sentiment"]  # not trained on, still validated
     heads = Heads.load(tmp_path)
     assert heads.severity is not None and heads.meta["config"]["aux_passes"] == 1
     assert encoder_depth(tmp_path / ADAPTER_FILE) == 2
+
+
+def test_sentiment_rows_leave_out_the_skipped_languages() -> None:
+    sentiment = load_sentiment(FIXTURES)
+    langs = sorted(sentiment)
+    assert len(langs) >= 2
+    texts, labels, groups = sentiment_rows(sentiment, "train")
+    assert sorted(set(groups)) == langs and len(texts) == len(labels) == len(groups)
+    texts, labels, groups = sentiment_rows(sentiment, "train", skip=[langs[0]])
+    assert langs[0] not in groups and sorted(set(groups)) == langs[1:]
+    assert texts == [t for lang in langs[1:] for t in sentiment[lang]["train"].texts]
+    with pytest.raises(ValueError, match="no sentiment train rows"):
+        sentiment_rows(sentiment, "train", skip=langs)
