@@ -112,7 +112,7 @@ def test_train_command_smoke_is_served_with_its_adapter(model_dir: Path, tmp_pat
     served_dir.mkdir()
     for item in model_dir.iterdir():
         if not item.name.endswith((".onnx", ".onnx.json")) and item.name != "thirdring-onnx.json":
-            (served_dir / item.name).symlink_to(item)
+            (served_dir / item.name).symlink_to(item.resolve())
     proc = subprocess.run(
         [
             *(str(THIRDRING), "model", "train", "--data", str(SHARED_DATA)),
