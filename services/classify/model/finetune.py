@@ -125,31 +125,30 @@ class XciRows:
     sentiment: np.ndarray | None
 
 
-def _xci_index(row: dict[str, str], column: str, values: tuple[str, ...]) -> int:
+def _xci_index(row: dict[str, str], column: str, values: tuple[str, ...], other: int | None) -> int:
+    """``row[column]``'s index in ``values``; ``other`` for a value not there (None: an error)."""
     value = row[column]
-    if column == "emotion" and value not in values:
-        return 0  # a rare emotion: "other"
-    if value not in values:
+    if value in values:
+        return values.index(value)
+    if other is None:
         raise ValueError(
             f"X-CI row {row.get('id', '?')}: {column} {value!r} is not one of {values}"
         )
-    return values.index(value)
+    return other
 
 
 def load_xci(data_dir: Path, limit: int | None = None) -> XciRows:
     """X-CI ``train.csv``: texts, severity 0..4 (0 = no complaint), emotion and sentiment."""
     with (data_dir / "complaints-xci" / "train.csv").open(encoding="utf-8", newline="") as fh:
         reader = csv.DictReader(fh)
-        aux = [
-            (col, values)
-            for col, values in (("emotion", XCI_EMOTIONS), ("sentiment", XCI_SENTIMENTS))
-            if col in (reader.fieldnames or ())
-        ]
+        # column -> (its values, the index of a value not among them: rare emotions are "other")
+        known = {"emotion": (XCI_EMOTIONS, 0), "sentiment": (XCI_SENTIMENTS, None)}
+        aux = {col: spec for col, spec in known.items() if col in (reader.fieldnames or ())}
         rows = [
             (
                 r["text"],
                 int(r["severity"]) if int(r["complaint"]) else 0,
-                {col: _xci_index(r, col, values) for col, values in aux},
+                {col: _xci_index(r, col, *spec) for col, spec in aux.items()},
             )
             for r in reader
         ]
@@ -157,9 +156,7 @@ def load_xci(data_dir: Path, limit: int | None = None) -> XciRows:
         rows = [r for lvl in range(5) for r in [x for x in rows if x[1] == lvl][:limit]]
 
     def column(name: str) -> np.ndarray | None:
-        if not any(col == name for col, _ in aux):
-            return None
-        return np.asarray([r[2][name] for r in rows], dtype=np.int64)
+        return np.asarray([r[2][name] for r in rows], dtype=np.int64) if name in aux else None
 
     return XciRows(
         texts=[r[0] for r in rows],
