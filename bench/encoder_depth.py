@@ -28,7 +28,7 @@ from bench.pipeline import sample_texts
 from services.classify.model import default_model_dir
 from services.classify.model.adapter import adapter_for, encoder_depth
 from services.classify.model.encoder import Encoder
-from services.classify.model.prepare import prepare_encoder
+from services.classify.model.prepare import encoder_blocks, prepare_encoder
 
 ROOT = Path(__file__).resolve().parents[1]
 console = Console()
@@ -59,8 +59,7 @@ def main() -> None:
         table.add_column(column, justify="left" if column == "heads" else "right")
     report = {}
     for name, enc in encoders.items():
-        full = json.loads((enc.model_dir / "config.json").read_text())["num_hidden_layers"]
-        depth = encoder_depth(enc.adapter) or full
+        depth = encoder_depth(enc.adapter) or encoder_blocks(enc.model_dir)
         tokens = float(np.mean(enc.tokenize(texts)[1]))
         table.add_row(
             name,

@@ -274,9 +274,9 @@ def model_train(
 
     base = _prepare_encoder(settings, export_onnx=False)
     if layers is not None:
-        import json
+        from services.classify.model.prepare import encoder_blocks
 
-        blocks = json.loads((base / "config.json").read_text())["num_hidden_layers"]
+        blocks = encoder_blocks(base)
         if layers > blocks:
             raise typer.BadParameter(
                 f"{layers} blocks asked for, the encoder has {blocks}", param_hint="--layers"

@@ -200,6 +200,11 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
+def encoder_blocks(model_dir: Path) -> int:
+    """How many blocks the prepared (uncut) encoder in ``model_dir`` has."""
+    return int(json.loads((model_dir / "config.json").read_text())["num_hidden_layers"])
+
+
 def is_prepared(target_dir: Path) -> bool:
     """True when ``target_dir`` holds a complete prepared model of the current format."""
     marker = target_dir / MARKER
