@@ -10,6 +10,7 @@ import contextlib
 import logging
 import signal
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -211,16 +212,26 @@ def tokens_list() -> None:
     Console().print(table)
 
 
-def _prepare_encoder(settings: Settings, **kwargs: Any) -> Path:
-    """``prepare_encoder`` on the configured model directory; one that holds other files is
-    a configuration error (exit 2), not a traceback."""
-    from services.classify.model.prepare import prepare_encoder
+@contextlib.contextmanager
+def _model_dir_checked() -> Iterator[None]:
+    """Around anything that prepares the encoder (train, calibrate, evaluate, classify): a
+    model directory that holds other files is a configuration error (exit 2), not a
+    traceback."""
+    from services.classify.model.prepare import ForeignModelDirError
 
     try:
-        return prepare_encoder(settings.model_dir, **kwargs)
-    except FileExistsError as exc:
+        yield
+    except ForeignModelDirError as exc:
         console.print(f"[red]configuration error:[/] {exc}")
         raise typer.Exit(2) from None
+
+
+def _prepare_encoder(settings: Settings, **kwargs: Any) -> Path:
+    """``prepare_encoder`` on the configured model directory."""
+    from services.classify.model.prepare import prepare_encoder
+
+    with _model_dir_checked():
+        return prepare_encoder(settings.model_dir, **kwargs)
 
 
 @model_app.command("prepare")
@@ -360,7 +371,8 @@ def model_evaluate(
     from services.classify.scoring import Classifier
 
     settings = _settings()
-    classifier = Classifier.load(settings.model_dir, heads, settings.classify_threads)
+    with _model_dir_checked():
+        classifier = Classifier.load(settings.model_dir, heads, settings.classify_threads)
     try:
         report = evaluate(data, classifier, include_train=include_train)
     except (FileNotFoundError, ValueError) as exc:
@@ -441,7 +453,8 @@ def classify(
     from services.classify.scoring import Classifier, classify_file
 
     settings = _settings()
-    classifier = Classifier.load(settings.model_dir, None, settings.classify_threads)
+    with _model_dir_checked():
+        classifier = Classifier.load(settings.model_dir, None, settings.classify_threads)
     scored, failed = classify_file(
         input, output, classifier, batch_size=settings.classify_batch_size
     )

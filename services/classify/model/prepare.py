@@ -247,6 +247,10 @@ def prepare_encoder(
     return target
 
 
+class ForeignModelDirError(FileExistsError):
+    """The model directory holds files that are not a thirdring model (see _refuse_foreign)."""
+
+
 def _refuse_foreign(target: Path) -> None:
     """Stop before replacing a directory that is not ours: preparing swaps the whole target
     directory, so pointing $THIRDRING_MODEL_DIR at, say, ``var/models`` or a shared models
@@ -256,7 +260,7 @@ def _refuse_foreign(target: Path) -> None:
     foreign = sorted(p.name for p in target.iterdir())
     if foreign:
         shown = ", ".join(foreign[:5]) + (" ..." if len(foreign) > 5 else "")
-        raise FileExistsError(
+        raise ForeignModelDirError(
             f"{target} holds files that are not a thirdring model ({shown}); preparing would "
             f"replace the whole directory. Point {MODEL_DIR_ENV} at a new or empty directory."
         )
