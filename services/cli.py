@@ -446,7 +446,14 @@ def stats(
 
 @app.command("classify")
 def classify(
-    input: Annotated[str, typer.Option("--input", "-i", help="JSONL with id and text; - = stdin")],
+    input: Annotated[
+        str,
+        typer.Option(
+            "--input",
+            "-i",
+            help="JSONL with id and text, optional author, created_at and ingested_at; - = stdin",
+        ),
+    ],
     output: Annotated[str, typer.Option("--output", "-o", help="JSONL scores; - = stdout")] = "-",
 ) -> None:
     """Score a JSONL file offline: language, sentiment, complaint, urgency with reasons."""

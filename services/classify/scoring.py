@@ -11,22 +11,24 @@ from __future__ import annotations
 import json
 import logging
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import ExitStack
+from datetime import datetime
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, NamedTuple
 
 import numpy as np
-from pydantic import ValidationError
+from pydantic import TypeAdapter, ValidationError
 
 from services.classify.language import detect_languages
 from services.classify.model import default_model_dir
 from services.classify.model.adapter import short_hash
 from services.classify.model.encoder import Encoder
 from services.classify.model.heads import SENTIMENT_LABELS, Heads
-from services.classify.urgency import assess_urgency
+from services.classify.urgency import assess_urgency, waited_before_seen
 from shared.events import (
     Author,
+    AwareDatetime,
     Complaint,
     Contribution,
     Scores,
@@ -113,10 +115,19 @@ class Classifier:
         get_detector()
         self.score([(text, None) for text in WARM_UP_TEXTS])
 
-    def score(self, items: list[tuple[str, Author | None]]) -> list[Scores]:
-        """Scores for each (text, author) in order; one encoder call for the list."""
+    def score(
+        self,
+        items: list[tuple[str, Author | None]],
+        waited: Sequence[float | None] | None = None,
+    ) -> list[Scores]:
+        """Scores for each (text, author) in order; one encoder call for the list.
+
+        ``waited``: per item, the seconds it waited before thirdring saw it (None: unknown).
+        """
         if not items:
             return []
+        if waited is not None and len(waited) != len(items):
+            raise ValueError(f"{len(waited)} waits for {len(items)} posts")
         texts = [text for text, _ in items]
         emb = self.encoder.encode(texts)
         p_sent = self.heads.sentiment.predict_proba(emb)
@@ -139,6 +150,7 @@ class Classifier:
                 sentiment_label=label,
                 author=author,
                 severity=severity.level if severity else None,
+                waited_s=waited[i] if waited is not None else None,
             )
             out.append(
                 Scores(
@@ -166,8 +178,37 @@ class InputError(ValueError):
     """A JSONL line that cannot be scored (reported, then skipped)."""
 
 
-def parse_line(raw: bytes) -> tuple[Any, str, Author | None]:
-    """(id, text, author) from one JSONL line, or :class:`InputError` saying what is wrong."""
+class InputPost(NamedTuple):
+    """One line of ``thirdring classify``'s input."""
+
+    ident: Any
+    text: str
+    author: Author | None
+    # Seconds it waited before ingestion, from optional created_at and ingested_at (the
+    # event's own field names, so a dump of mentions.raw scores as the service scored it).
+    waited_s: float | None
+
+
+_TIMESTAMP = TypeAdapter(AwareDatetime)
+
+
+def _timestamp(obj: dict[str, Any], key: str) -> datetime | None:
+    if obj.get(key) is None:
+        return None
+    try:
+        return _TIMESTAMP.validate_python(obj[key])
+    except ValidationError:
+        raise InputError(
+            f"invalid '{key}' (an ISO 8601 time with a time zone, e.g. 2026-12-05T10:00:00Z)"
+        ) from None
+
+
+def parse_line(raw: bytes) -> InputPost:
+    """One JSONL line as a post, or :class:`InputError` saying what is wrong.
+
+    The time already waited is known only when the line has both ``created_at`` and
+    ``ingested_at``; with neither or one, it adds nothing to urgency.
+    """
     try:
         obj = json.loads(raw.decode("utf-8"))
     except UnicodeDecodeError as exc:
@@ -193,7 +234,9 @@ def parse_line(raw: bytes) -> tuple[Any, str, Author | None]:
             raise InputError(
                 f"invalid 'author'{f' ({where})' if where else ''}: {first['msg']}"
             ) from None
-    return ident, text, author
+    created, ingested = _timestamp(obj, "created_at"), _timestamp(obj, "ingested_at")
+    waited = waited_before_seen(created, ingested) if created and ingested else None
+    return InputPost(ident, text, author, waited)
 
 
 def scored_record(ident: Any, scores: Scores) -> dict[str, Any]:
@@ -217,7 +260,7 @@ def classify_file(
     from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
 
     scored = failed = 0
-    pending: list[tuple[Any, str, Author | None]] = []
+    pending: list[InputPost] = []
     with ExitStack() as stack:
         src: IO[bytes] = sys.stdin.buffer if inp == "-" else stack.enter_context(open(inp, "rb"))
         dst: IO[str] = (
@@ -244,9 +287,11 @@ def classify_file(
             nonlocal scored
             if not pending:
                 return
-            results = classifier.score([(text, author) for _, text, author in pending])
-            for (ident, _, _), scores in zip(pending, results, strict=True):
-                dst.write(json.dumps(scored_record(ident, scores), ensure_ascii=False) + "\n")
+            results = classifier.score(
+                [(p.text, p.author) for p in pending], waited=[p.waited_s for p in pending]
+            )
+            for post, scores in zip(pending, results, strict=True):
+                dst.write(json.dumps(scored_record(post.ident, scores), ensure_ascii=False) + "\n")
             dst.flush()
             scored += len(pending)
             bar.update(task, n=scored)

@@ -7,8 +7,10 @@ see *why* a post was raised (the reasons travel with the event) and tune it:
     intent = sum of matched intent weights, at most 0.40           (refund, outage, ...)
     sev    = 0.10 if the post is a complaint (P >= 0.5) of severity level 4 (blame), else 0
     core   = issue + intent + sev
-    amp    = VIP 0.15 + reach (0.04 per decade of followers above 1k, at most 0.15),
-             scaled by min(1, core / 0.4) so a big account saying "thanks" is not raised
+    amp    = VIP 0.15 + reach (0.04 per decade of followers above 1k, at most 0.15)
+             + waited (0.04 per hour the post waited before thirdring saw it, counted from
+             15 minutes, at most 0.12), all scaled by min(1, core / 0.4) so a big account
+             saying "thanks", or an old post with nothing wrong, is not raised
     score  = clip(core + amp, 0, 1)
 
 Gate: a post that is not a complaint (P < 0.5) and whose sentiment is positive, or neutral
@@ -23,6 +25,15 @@ Levels (seconds to first response per level live in the SLA policy, not here):
 Intents are matched with multilingual keyword lists (en, it, et, es, fr, de, pt; matched on
 lower-cased, accent-folded text so "tööta" and "toota" both hit) because they must work on
 day one for languages without labelled data, and a keyword is an explainable reason.
+``repeat`` (repeated contact: "third time I write", "still no answer", "ho già chiamato")
+says the customer has tried before; it is about the customer, not a shared cause, so the
+alert service never groups cases into an incident by it.
+
+Time already waited is the time between the post's ``created_at`` and thirdring first seeing
+it (``ingested_at``): polled sources and outages of a source deliver posts late, and the SLA
+clock runs from ``created_at``, so a late post has less time left. The wait after ingestion
+is the alert service's to track (its SLA clock and escalations). Backfilled history has no
+such wait (the replay, not the customer, made it late).
 
 Weights (defaults; every one can be overridden, see below):
 
@@ -34,11 +45,14 @@ Weights (defaults; every one can be overridden, see below):
     intents.outage    0.12
     intents.cancel    0.12
     intents.refund    0.10
+    intents.repeat    0.08
     intent_cap        0.40     most the intents add together
     severity.4        0.10     complaint severity level (1-4) of a complaint; 1-3 add 0
     vip               0.15     VIP author, x min(1, core / 0.4)
     reach_per_decade  0.04     per decade of followers above 1k, x min(1, core / 0.4)
     reach_cap         0.15     most reach adds
+    waited_per_hour   0.04     per hour waited before ingestion (from 15 min), x min(1, core / 0.4)
+    waited_cap        0.12     most the wait adds
 
 Overrides: ``$THIRDRING_URGENCY_WEIGHTS`` holds a JSON object, or the path of a JSON file,
 with any of these keys, e.g. ``{"negative": 0.2, "intents": {"refund": 0.15},
@@ -62,6 +76,7 @@ import os
 import re
 import unicodedata
 from dataclasses import dataclass, field, fields, replace
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -80,7 +95,10 @@ REACH_PER_DECADE = 0.04
 REACH_CAP = 0.15
 REACH_FLOOR = 1_000  # followers below this add nothing
 REACH_REASON_MIN = 10_000  # followers from which "reach ..." is worth saying
-AMP_FULL_AT = 0.40  # core score from which VIP/reach count fully
+AMP_FULL_AT = 0.40  # core score from which VIP/reach/waited count fully
+WAITED_PER_HOUR = 0.04
+WAITED_CAP = 0.12
+WAITED_FLOOR_S = 15 * 60  # a stream's few seconds or a poll's few minutes are not a wait
 SEVERITY_WEIGHTS: dict[int, float] = {4: 0.10}  # complaint severity level -> added weight
 WEIGHTS_ENV = "THIRDRING_URGENCY_WEIGHTS"
 
@@ -91,6 +109,7 @@ INTENT_WEIGHTS: dict[str, float] = {
     "outage": 0.12,
     "cancel": 0.12,
     "refund": 0.10,
+    "repeat": 0.08,
 }
 
 # Regex fragments, written with accents (they are folded at compile time). A fragment starts
@@ -532,6 +551,78 @@ INTENT_PATTERNS: dict[str, dict[str, list[str]]] = {
             r"rescis[ãa]o",
         ],
     },
+    # Repeated contact: the customer says they tried before, or got no answer. Not plain
+    # "again" ("crashed again" repeats the fault, not the contact).
+    "repeat": {
+        "en": [
+            r"(i|we)('ve| have)? (already |now )?(called|contacted|emailed|messaged|dm'?d|"
+            r"written to|wrote to|complained to|reached out to|tweeted) (you|your)\b",
+            r"(called|emailed|messaged|contacted|dm'?d|tweeted|wrote to) (you )?"
+            r"(\w+ )?(times|twice)",
+            r"for the (second|third|fourth|fifth|[2-9](nd|rd|th)|1\d+th|umpteenth|nth) time",
+            r"still (no|not a|without an?y?) (reply|response|answer|word|call back)",
+            r"still (waiting|haven'?t heard|have not heard)",
+            r"no( ?one|body) (has )?(replied|responded|answered|got back|gets back|replies)",
+            r"(keep|kept) (being )?ignor",
+            r"ignoring (me|my|us|our)",
+            r"chasing (this|you|up)",
+        ],
+        "it": [
+            r"(ho|abbiamo) gi[aà] (chiamato|contattato|scritto|segnalato|telefonato|"
+            r"inviato)",
+            r"(vi )?(ho|abbiamo) (scritto|chiamato|telefonato) (gi[aà] )?(\w+ )?volte",
+            r"per la (seconda|terza|quarta|quinta|ennesima|\w+esima) volta",
+            r"ancora (nessuna|nessun|niente|zero) (risposta|riscontro|notizia)",
+            r"nessuno (mi |ci )?(risponde|ha risposto|richiama)",
+            r"sollecit",
+            r"ancora in attesa",
+        ],
+        "et": [
+            r"(juba|jälle|uuesti) (helistasin|kirjutasin|pöördusin|saatsin)",
+            r"(teist|kolmandat|neljandat|viiendat|mitmendat) korda",
+            r"(keegi|ükski|klienditugi|teenindus|klienditeenindus) ei vasta",
+            r"(ikka|endiselt) (veel )?(pole|ei ole) (vastust|vastatud|vastanud)",
+            r"ootan (ikka|endiselt|siiani) vastust",
+            r"korduvalt",
+            r"(kaks|kolm|neli|viis|mitu) korda (olen )?(juba )?(helistanud|kirjutanud|"
+            r"pöördunud)",
+        ],
+        "es": [
+            r"(ya )?(les |os )?(he|hemos) (llamado|escrito|contactado|reclamado) (ya )?"
+            r"(\w+ )?(veces|antes)",
+            r"ya (les |os )?(he|hemos) (llamado|escrito|contactado|reclamado)",
+            r"por (segunda|tercera|cuarta|quinta|en[ée]sima) vez",
+            r"(nadie|ninguno) (me |nos )?(responde|contesta|ha respondido|ha contestado)",
+            r"sigo (esperando|sin respuesta)",
+            r"sin (ninguna )?respuesta",
+        ],
+        "fr": [
+            r"(j'ai|nous avons) d[ée]j[àa] (appel|contact|[ée]crit|signal|relanc)",
+            r"pour la (deuxi[èe]me|troisi[èe]me|quatri[èe]me|cinqui[èe]me|ni[èe]me|"
+            r"[2-9]e|[2-9]i[èe]me) fois",
+            r"personne ne (me |nous )?r[ée]pond",
+            r"toujours (pas de|aucune|sans) (r[ée]ponse|nouvelles|retour)",
+            r"toujours en attente",
+            r"je (vous )?relance",
+            r"(deuxi[èe]me|troisi[èe]me|[2-9]e|nouvelle) relance",
+        ],
+        "de": [
+            r"(habe|haben) (schon|bereits) (\w+ )?(angerufen|geschrieben|kontaktiert|"
+            r"gemeldet|reklamiert|nachgefragt)",
+            r"zum (zweiten|dritten|vierten|fünften|x-ten|n-ten|wiederholten) mal",
+            r"(keiner|niemand) (antwortet|meldet sich|reagiert|ruft zurück)",
+            r"(immer noch|noch immer|bis heute) (keine|ohne) (antwort|rückmeldung|reaktion)",
+            r"warte (immer noch|noch immer|seit \w+ )?auf (eine )?(antwort|rückmeldung)",
+        ],
+        "pt": [
+            r"j[áa] (liguei|reclamei|escrevi|mandei|entrei em contato|abri)",
+            r"(liguei|reclamei|escrevi|mandei mensagem) (\w+ )?vezes",
+            r"pela (segunda|terceira|quarta|quinta|en[ée]sima) vez",
+            r"ningu[ée]m (me |nos )?(responde|atende|retorna|respondeu)",
+            r"(continuo|ainda|sigo) (estou )?(esperando|aguardando|sem resposta|sem retorno)",
+            r"sem (nenhuma )?(resposta|retorno)",
+        ],
+    },
 }
 
 
@@ -569,6 +660,20 @@ def level_for(score: float) -> Priority:
     return "P4"
 
 
+def waited_before_seen(created_at: datetime, ingested_at: datetime) -> float:
+    """Seconds a post waited before thirdring saw it (0 if the clocks disagree)."""
+    return max(0.0, (ingested_at - created_at).total_seconds())
+
+
+def _duration_label(seconds: float) -> str:
+    hours = seconds / 3600
+    if hours < 1:
+        return f"{round(seconds / 60)} min"
+    if hours < 48:
+        return f"{hours:.1f}".rstrip("0").rstrip(".") + " h"
+    return f"{round(hours / 24)} d"
+
+
 def _followers_label(n: int) -> str:
     if n >= 1_000_000:
         return f"{n / 1_000_000:.1f}".rstrip("0").rstrip(".") + "M"
@@ -585,6 +690,8 @@ class UrgencyWeights:
     vip: float = VIP_BOOST
     reach_per_decade: float = REACH_PER_DECADE
     reach_cap: float = REACH_CAP
+    waited_per_hour: float = WAITED_PER_HOUR
+    waited_cap: float = WAITED_CAP
     intents: dict[str, float] = field(default_factory=lambda: dict(INTENT_WEIGHTS))
     severity: dict[int, float] = field(default_factory=lambda: dict(SEVERITY_WEIGHTS))
 
@@ -655,13 +762,15 @@ def assess_urgency(
     sentiment_label: str,
     author: Author | None = None,
     severity: int | None = None,
+    waited_s: float | None = None,
     weights: UrgencyWeights | None = None,
 ) -> UrgencyResult:
     """Score, level, reasons and contributions for one post (formula: module docstring).
 
     ``severity`` is the complaint severity level (0 or 1-4, from the severity head); it
-    counts only for a complaint (P(complaint) >= 0.5). ``weights`` default to
-    :func:`get_weights`.
+    counts only for a complaint (P(complaint) >= 0.5). ``waited_s`` is how long the post
+    waited before thirdring saw it (:func:`waited_before_seen`; None: unknown, adds
+    nothing). ``weights`` default to :func:`get_weights`.
     """
     w = weights if weights is not None else get_weights()
     named: list[tuple[str, float]] = []  # (reason, contribution), in reason order
@@ -686,8 +795,8 @@ def assess_urgency(
     core = w.complaint * p_complaint + w.negative * p_negative + intent + sev
 
     amp = 0.0
+    scale = min(1.0, core / AMP_FULL_AT)
     if author is not None:
-        scale = min(1.0, core / AMP_FULL_AT)
         if author.vip:
             amp += w.vip * scale
             named.append(("vip customer", w.vip * scale))
@@ -699,6 +808,11 @@ def assess_urgency(
                 named.append((f"reach {_followers_label(followers)} followers", reach * scale))
             else:
                 other += reach * scale
+    if waited_s is not None and waited_s >= WAITED_FLOOR_S:
+        waited = min(w.waited_cap, w.waited_per_hour * waited_s / 3600) * scale
+        if waited > 0:
+            amp += waited
+            named.append((f"waited {_duration_label(waited_s)} before seen", waited))
 
     raw_score = core + amp
     score = min(1.0, max(0.0, raw_score))

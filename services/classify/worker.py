@@ -26,6 +26,7 @@ from typing import Any
 from aiokafka import AIOKafkaProducer
 
 from services.classify.scoring import Classifier
+from services.classify.urgency import waited_before_seen
 from shared import consumer_metrics
 from shared.config import Settings
 from shared.events import RawMention, ScoredMention
@@ -45,6 +46,14 @@ def _env_int(name: str, default: int) -> int:
     return int(value) if value else default
 
 
+def time_waited(mention: RawMention) -> float | None:
+    """Seconds the post waited before ingestion; None for backfill (the replay made it late,
+    not the customer's wait)."""
+    if mention.backfill:
+        return None
+    return waited_before_seen(mention.created_at, mention.ingested_at)
+
+
 def scored_handler(
     classifier: Classifier, producer: AIOKafkaProducer, topic: str
 ) -> Callable[[list[Item[RawMention]]], Awaitable[None]]:
@@ -52,7 +61,11 @@ def scored_handler(
 
     async def handle(items: list[Item[RawMention]]) -> None:
         mentions = [item.value for item in items]
-        scores = await asyncio.to_thread(classifier.score, [(m.text, m.author) for m in mentions])
+        scores = await asyncio.to_thread(
+            classifier.score,
+            [(m.text, m.author) for m in mentions],
+            [time_waited(m) for m in mentions],
+        )
         acks = [
             await producer.send(topic, ScoredMention(mention=m, scores=s).to_bytes(), key=m.key)
             for m, s in zip(mentions, scores, strict=True)

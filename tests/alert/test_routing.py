@@ -342,6 +342,26 @@ async def test_incident_forms_at_threshold_and_collects_later_cases(engine: Asyn
         assert incident.status == "closed"
 
 
+async def test_repeated_contact_is_no_cause_for_an_incident(engine: AsyncEngine) -> None:
+    """Customers who each say "third time I ask" share no cause; a real cause still groups."""
+    settings = IncidentSettings(window_seconds=600, threshold=2)
+
+    def facts(*intents: str) -> Facts:
+        return Facts(source="x", brand="acme", language="en", priority="P2", intents=list(intents))
+
+    async with make_sessionmaker(engine)() as s, s.begin():
+        for i in range(3):
+            case = await _case(s, intents=("repeat",), at=T0 + timedelta(seconds=i))
+            assert await link_incident(s, case, facts("repeat"), settings, T0) is None
+        first = await _case(s, intents=("repeat", "outage"), at=T0)
+        assert await link_incident(s, first, facts("repeat", "outage"), settings, T0) is None
+        second = await _case(s, intents=("outage", "repeat"), at=T0)
+        incident = await link_incident(s, second, facts("outage", "repeat"), settings, T0)
+        assert incident is not None and incident.signature == "intent:outage"
+        assert incident.case_count == 2
+        assert len(list(await s.scalars(select(Incident)))) == 1
+
+
 async def test_replicas_respect_the_capacity_cap(engine: AsyncEngine) -> None:
     """Two concurrent assignments to a team with one free slot: exactly one gets it."""
     sessions = make_sessionmaker(engine)

@@ -31,6 +31,15 @@ from shared.events import Author
         ("Le réseau est en panne, je vais résilier", {"outage", "cancel"}),
         ("Das Internet funktioniert nicht, ich kündige", {"outage", "cancel"}),
         ("Está sem internet, quero o estorno", {"outage", "refund"}),
+        # Repeated contact, in every language with keyword lists.
+        ("Third time I write to you and still no reply", {"repeat"}),
+        ("I have already called you twice about this bill", {"repeat"}),
+        ("Per la terza volta vi scrivo: nessuno risponde", {"repeat"}),
+        ("Kirjutan teist korda, klienditugi ei vasta", {"repeat"}),
+        ("Ya les he llamado tres veces y sigo sin respuesta", {"repeat"}),
+        ("Je vous relance pour la troisième fois", {"repeat"}),
+        ("Ich habe schon dreimal angerufen, niemand antwortet", {"repeat"}),
+        ("Já liguei várias vezes e ninguém responde", {"repeat"}),
     ],
 )
 def test_intents(text: str, expected: set[str]) -> None:
@@ -44,6 +53,8 @@ def test_intents(text: str, expected: set[str]) -> None:
         "Sono arrivato in ritardo a causa del traffico",  # "causa" is not legal
         "Das Gericht war lecker",  # "Gericht" is also a dish
         "Aitäh, kõik toimib suurepäraselt",
+        "Thanks again, see you next time!",  # "again" is not a repeated contact
+        "Ho già provato la nuova app: bellissima",
     ],
 )
 def test_no_false_intents(text: str) -> None:
@@ -180,3 +191,40 @@ def test_weights_from_the_environment(monkeypatch: pytest.MonkeyPatch, tmp_path:
     monkeypatch.setenv(WEIGHTS_ENV, '{"negativ": 0.1}')
     with pytest.raises(ValueError, match="unknown urgency weight"):
         get_weights()
+
+
+def test_time_waited_before_ingestion_raises_a_complaint() -> None:
+    kwargs = {"p_negative": 0.8, "p_complaint": 0.9, "sentiment_label": "negative"}
+    fresh = assess_urgency("where is my parcel", **kwargs)  # type: ignore[arg-type]
+    # Under 15 minutes (a stream's or a poll's delay) is no wait.
+    assert assess_urgency("where is my parcel", waited_s=600, **kwargs).score == fresh.score  # type: ignore[arg-type]
+    late = assess_urgency("where is my parcel", waited_s=2 * 3600, **kwargs)  # type: ignore[arg-type]
+    assert late.score == round(fresh.score + 0.08, 4)  # 0.04 per hour
+    assert {"reason": "waited 2 h before seen", "weight": 0.08} in late.contributions
+    days = assess_urgency("where is my parcel", waited_s=3 * 86400, **kwargs)  # type: ignore[arg-type]
+    assert days.score == round(fresh.score + 0.12, 4)  # capped
+    assert "waited 3 d before seen" in days.reasons
+    assert abs(sum(c["weight"] for c in days.contributions) - days.score) < 2e-3
+
+
+def test_an_old_thank_you_is_not_raised_by_its_wait() -> None:
+    r = assess_urgency(
+        "Thanks, all fixed!",
+        p_negative=0.02,
+        p_complaint=0.05,
+        sentiment_label="positive",
+        waited_s=5 * 3600,
+    )
+    # Scaled by how much is wrong (core / 0.4), and gated: a thank-you stays P4.
+    assert r.level == "P4"
+    [waited] = [c for c in r.contributions if c["reason"].startswith("waited")]
+    assert 0 < waited["weight"] < 0.01
+
+
+def test_wait_weights_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    from services.classify.urgency import WEIGHTS_ENV
+
+    monkeypatch.setenv(WEIGHTS_ENV, '{"waited_per_hour": 0.1, "waited_cap": 0.2}')
+    kwargs = {"p_negative": 0.8, "p_complaint": 0.9, "sentiment_label": "negative"}
+    r = assess_urgency("where is my parcel", waited_s=3 * 3600, **kwargs)  # type: ignore[arg-type]
+    assert {"reason": "waited 3 h before seen", "weight": 0.2} in r.contributions

@@ -8,12 +8,13 @@ import subprocess
 import sys
 import uuid
 from collections import defaultdict
+from datetime import timedelta
 from pathlib import Path
 
 import httpx
 
 from services.classify.scoring import Classifier
-from services.classify.worker import run_classify
+from services.classify.worker import run_classify, time_waited
 from shared.broker import EmbeddedBroker
 from shared.config import Settings
 from shared.events import Author, DeadLetter, RawMention, ScoredMention, utcnow
@@ -83,7 +84,9 @@ async def test_burst_scored_once_in_order_with_dead_letter(
                 brand="acme",
                 author=Author(id=f"u{i % 13}"),
                 text=TEXTS[i % len(TEXTS)] + f" #{i}",
-                created_at=now,
+                # Every tenth post reached us three hours late (a slow poll, say).
+                created_at=now - timedelta(hours=3) if i % 10 == 0 else now,
+                ingested_at=now,
             )
             sent[conv].append(mention.external_id)
             acks.append(
@@ -113,6 +116,9 @@ async def test_burst_scored_once_in_order_with_dead_letter(
         got[s.mention.conversation_id].append(s.mention.external_id)
         assert s.scores.model_version == classifier.model_version
     assert got == sent
+    for s in scored:
+        late = int(s.mention.external_id[1:]) % 10 == 0
+        assert ("waited 3 h before seen" in s.scores.urgency.reasons) is late, s.scores.urgency
     assert len(letters) == 1
     letter = DeadLetter.model_validate_json(letters[0].value)
     assert letter.stage == "classify" and letter.key == "conv-3"
@@ -134,6 +140,8 @@ def assert_offline_agrees(scored: list[ScoredMention]) -> None:
                 "id": s.mention.external_id,
                 "text": s.mention.text,
                 "author": s.mention.author.model_dump(mode="json"),
+                "created_at": s.mention.created_at.isoformat(),
+                "ingested_at": s.mention.ingested_at.isoformat(),
             }
         )
         for s in scored
@@ -159,3 +167,20 @@ def assert_offline_agrees(scored: list[ScoredMention]) -> None:
         assert o["sentiment"]["label"] == s.scores.sentiment.label, s.mention.text
         assert o["complaint"]["is_complaint"] == s.scores.complaint.is_complaint, s.mention.text
         assert o["urgency"]["level"] == s.scores.urgency.level, s.mention.text
+        assert o["urgency"]["reasons"] == s.scores.urgency.reasons, s.mention.text
+        assert abs(o["urgency"]["score"] - s.scores.urgency.score) < 1e-3, s.mention.text
+
+
+def test_backfill_has_no_wait_and_a_late_post_has() -> None:
+    now = utcnow()
+    late = RawMention(
+        source="test",
+        external_id="late",
+        brand="acme",
+        author=Author(id="u"),
+        text="still no answer",
+        created_at=now - timedelta(hours=2),
+        ingested_at=now,
+    )
+    assert time_waited(late) == 7200
+    assert time_waited(late.model_copy(update={"backfill": True})) is None

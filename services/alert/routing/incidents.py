@@ -17,6 +17,10 @@ from services.alert.sla.policies import Facts
 from shared.db.locks import advisory_lock
 from shared.db.models import Case, Incident
 
+# Intents about the customer rather than what went wrong: many customers writing "third time
+# I ask" share no cause, so no incident groups by them (routing rules may still match them).
+NOT_A_CAUSE = frozenset({"repeat"})
+
 
 def signature_of(intent: str) -> str:
     return f"intent:{intent}"
@@ -42,13 +46,14 @@ async def link_incident(
     """
     if case.incident_id is not None:
         return None
-    if not facts.intents:
+    causes = [intent for intent in facts.intents if intent not in NOT_A_CAUSE]
+    if not causes:
         return None
     # Replicas handling cases of one burst at once must not open two incidents. One lock
     # per brand (not per intent): several locks taken in varying order could deadlock.
     await advisory_lock(session, f"thirdring:incidents:{case.brand}")
     since = now - timedelta(seconds=settings.window_seconds)
-    for intent in facts.intents:
+    for intent in causes:
         signature = signature_of(intent)
         incident = await session.scalar(
             select(Incident)
