@@ -207,7 +207,8 @@ def parse_line(raw: bytes) -> InputPost:
     """One JSONL line as a post, or :class:`InputError` saying what is wrong.
 
     The time already waited is known only when the line has both ``created_at`` and
-    ``ingested_at``; with neither or one, it adds nothing to urgency.
+    ``ingested_at`` (and no ``"backfill": true``, as in the service); otherwise it adds
+    nothing to urgency.
     """
     try:
         obj = json.loads(raw.decode("utf-8"))
@@ -235,7 +236,10 @@ def parse_line(raw: bytes) -> InputPost:
                 f"invalid 'author'{f' ({where})' if where else ''}: {first['msg']}"
             ) from None
     created, ingested = _timestamp(obj, "created_at"), _timestamp(obj, "ingested_at")
-    waited = waited_before_seen(created, ingested) if created and ingested else None
+    backfill = obj.get("backfill") is True
+    waited = (
+        waited_before_seen(created, ingested, backfill=backfill) if created and ingested else None
+    )
     return InputPost(ident, text, author, waited)
 
 

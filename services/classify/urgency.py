@@ -660,8 +660,13 @@ def level_for(score: float) -> Priority:
     return "P4"
 
 
-def waited_before_seen(created_at: datetime, ingested_at: datetime) -> float:
-    """Seconds a post waited before thirdring saw it (0 if the clocks disagree)."""
+def waited_before_seen(
+    created_at: datetime, ingested_at: datetime, *, backfill: bool = False
+) -> float | None:
+    """Seconds a post waited before thirdring saw it (0 if the clocks disagree); None for
+    backfill, where the replay made it late, not the customer's wait."""
+    if backfill:
+        return None
     return max(0.0, (ingested_at - created_at).total_seconds())
 
 

@@ -46,14 +46,6 @@ def _env_int(name: str, default: int) -> int:
     return int(value) if value else default
 
 
-def time_waited(mention: RawMention) -> float | None:
-    """Seconds the post waited before ingestion; None for backfill (the replay made it late,
-    not the customer's wait)."""
-    if mention.backfill:
-        return None
-    return waited_before_seen(mention.created_at, mention.ingested_at)
-
-
 def scored_handler(
     classifier: Classifier, producer: AIOKafkaProducer, topic: str
 ) -> Callable[[list[Item[RawMention]]], Awaitable[None]]:
@@ -64,7 +56,10 @@ def scored_handler(
         scores = await asyncio.to_thread(
             classifier.score,
             [(m.text, m.author) for m in mentions],
-            [time_waited(m) for m in mentions],
+            [
+                waited_before_seen(m.created_at, m.ingested_at, backfill=m.backfill)
+                for m in mentions
+            ],
         )
         acks = [
             await producer.send(topic, ScoredMention(mention=m, scores=s).to_bytes(), key=m.key)

@@ -136,18 +136,20 @@ def test_classify_file_counts_the_wait_when_both_times_are_given(
     lines = [
         {**base, "id": "late", "ingested_at": "2026-12-05T10:00:00+00:00"},
         {**base, "id": "unknown"},  # no ingested_at: the wait is unknown
+        {**base, "id": "replayed", "ingested_at": "2026-12-05T10:00:00Z", "backfill": True},
         {**base, "id": "bad", "ingested_at": "yesterday"},
         {**base, "id": "naive", "ingested_at": "2026-12-05T10:00:00"},
     ]
     inp.write_text("".join(json.dumps(line) + "\n" for line in lines))
     out = tmp_path / "out.jsonl"
 
-    assert classify_file(str(inp), str(out), classifier) == (2, 2)
+    assert classify_file(str(inp), str(out), classifier) == (3, 2)
 
     records = {r["id"]: r for r in map(json.loads, out.read_text().splitlines())}
     assert "waited 3 h before seen" in records["late"]["urgency"]["reasons"]
-    assert not any(r.startswith("waited") for r in records["unknown"]["urgency"]["reasons"])
+    for quiet in ("unknown", "replayed"):
+        assert not any(r.startswith("waited") for r in records[quiet]["urgency"]["reasons"])
     assert records["late"]["urgency"]["score"] > records["unknown"]["urgency"]["score"]
     errors = [json.loads(line) for line in capsys.readouterr().err.splitlines() if "{" in line]
-    assert [e["line"] for e in errors] == [3, 4]
+    assert [e["line"] for e in errors] == [4, 5]
     assert all("invalid 'ingested_at'" in e["error"] for e in errors)

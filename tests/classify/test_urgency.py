@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 
-from services.classify.urgency import assess_urgency, level_for, match_intents
+from services.classify.urgency import (
+    assess_urgency,
+    level_for,
+    match_intents,
+    waited_before_seen,
+)
 from shared.events import Author
 
 
@@ -205,6 +211,13 @@ def test_time_waited_before_ingestion_raises_a_complaint() -> None:
     assert days.score == round(fresh.score + 0.12, 4)  # capped
     assert "waited 3 d before seen" in days.reasons
     assert abs(sum(c["weight"] for c in days.contributions) - days.score) < 2e-3
+
+
+def test_backfill_has_no_wait() -> None:
+    now = datetime(2026, 12, 5, 10, tzinfo=UTC)
+    assert waited_before_seen(now - timedelta(hours=2), now) == 7200
+    assert waited_before_seen(now + timedelta(seconds=5), now) == 0  # clocks disagree
+    assert waited_before_seen(now - timedelta(hours=2), now, backfill=True) is None
 
 
 def test_an_old_thank_you_is_not_raised_by_its_wait() -> None:

@@ -14,7 +14,7 @@ from pathlib import Path
 import httpx
 
 from services.classify.scoring import Classifier
-from services.classify.worker import run_classify, time_waited
+from services.classify.worker import run_classify
 from shared.broker import EmbeddedBroker
 from shared.config import Settings
 from shared.events import Author, DeadLetter, RawMention, ScoredMention, utcnow
@@ -169,18 +169,3 @@ def assert_offline_agrees(scored: list[ScoredMention]) -> None:
         assert o["urgency"]["level"] == s.scores.urgency.level, s.mention.text
         assert o["urgency"]["reasons"] == s.scores.urgency.reasons, s.mention.text
         assert abs(o["urgency"]["score"] - s.scores.urgency.score) < 1e-3, s.mention.text
-
-
-def test_backfill_has_no_wait_and_a_late_post_has() -> None:
-    now = utcnow()
-    late = RawMention(
-        source="test",
-        external_id="late",
-        brand="acme",
-        author=Author(id="u"),
-        text="still no answer",
-        created_at=now - timedelta(hours=2),
-        ingested_at=now,
-    )
-    assert time_waited(late) == 7200
-    assert time_waited(late.model_copy(update={"backfill": True})) is None
