@@ -90,10 +90,10 @@ def _service_child(bootstrap: str, suffix: str, partitions: int) -> None:
     score = classifier.score
     stats = {"calls": 0, "posts": 0, "model_seconds": 0.0, "model_cpu": 0.0}
 
-    def timed_score(items):  # type: ignore[no-untyped-def]
+    def timed_score(items, waited=None):  # type: ignore[no-untyped-def]
         started, cpu = time.perf_counter(), time.process_time()
         try:
-            return score(items)
+            return score(items, waited)
         finally:
             stats["calls"] += 1
             stats["posts"] += len(items)
