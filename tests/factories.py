@@ -7,6 +7,7 @@ from datetime import datetime
 from shared.events import (
     Author,
     Complaint,
+    Contribution,
     RawMention,
     ScoredMention,
     Scores,
@@ -48,7 +49,15 @@ def scored(mention: RawMention, level: str = "P1") -> ScoredMention:
                 label="negative", scores={"negative": 0.9, "neutral": 0.05, "positive": 0.05}
             ),
             complaint=Complaint(is_complaint=True, score=0.9),
-            urgency=Urgency(score=0.9, level=level, reasons=["intent:refund"]),
+            urgency=Urgency(
+                score=0.9,
+                level=level,
+                reasons=["intent:refund"],
+                contributions=[
+                    Contribution(reason="intent:refund", weight=0.1),
+                    Contribution(reason="other signals", weight=0.8),
+                ],
+            ),
             model_version="test",
         ),
     )

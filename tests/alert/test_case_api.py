@@ -178,6 +178,13 @@ async def test_case_detail_shows_deadlines_and_timeline(api: Api) -> None:
     assert _kinds(detail) == ["opened", "assigned"]
     assert detail["timeline"][1]["data"] == {"member": "ann", "team": "care"}
     assert (detail["team"], detail["assignee"]) == ("care", "ann")
+    # The post that opened the cycle, with what each reason added to its urgency.
+    post = detail["post"]
+    assert post["text"] and post["urgency_score"] == 0.9 and post["reasons"] == ["intent:refund"]
+    assert post["contributions"] == [
+        {"reason": "intent:refund", "weight": 0.1},
+        {"reason": "other signals", "weight": 0.8},
+    ]
 
     missing = await api.client.get(f"{CASES}/999999", headers=api.viewer)
     assert missing.status_code == 404 and "999999" in missing.json()["detail"]

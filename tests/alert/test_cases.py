@@ -132,6 +132,10 @@ async def test_stages_fire_once_and_reach_the_webhook(
     first = receiver.requests[0]
     assert verify(first.body, "s3cret", first.headers["x-thirdring-signature"])
     assert first.json()["post"]["reasons"] == ["intent:refund"]
+    assert first.json()["post"]["contributions"] == [
+        {"reason": "intent:refund", "weight": 0.1},
+        {"reason": "other signals", "weight": 0.8},
+    ]
     async with sessions() as s:
         rows = (await s.scalars(select(OutboxMessage).order_by(OutboxMessage.id))).all()
         cycle = await s.scalar(select(ResponseCycle))

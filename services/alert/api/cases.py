@@ -16,8 +16,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from services.alert.access import Principal, require
 from services.alert.cases import actions
 from services.alert.cases.timeline import timeline
-from shared.db.models import Case, Deadline, ResponseCycle, Team, TeamMember
-from shared.events import utcnow
+from shared.db.models import Case, Deadline, Mention, ResponseCycle, Team, TeamMember
+from shared.events import Contribution, utcnow
 
 router = APIRouter(prefix="/api/v1/cases", tags=["cases"])
 Viewer = Annotated[Principal, Depends(require("viewer"))]
@@ -63,7 +63,24 @@ class TimelineEntry(BaseModel):
     data: dict[str, Any]
 
 
+class PostView(BaseModel):
+    """The post that started the current cycle, and why it got its priority."""
+
+    event_id: str
+    text: str
+    url: str | None
+    lang: str | None
+    sentiment: str | None
+    complaint_score: float | None
+    urgency_score: float | None
+    reasons: list[str]
+    # What each reason added to urgency_score (then "other signals" and caps); empty for
+    # posts stored before contributions were kept.
+    contributions: list[Contribution]
+
+
 class CaseDetail(CaseView):
+    post: PostView | None
     deadlines: list[DeadlineView]
     timeline: list[TimelineEntry]
 
@@ -118,6 +135,21 @@ async def _view(session: AsyncSession, case: Case, cycle: ResponseCycle) -> dict
     }
 
 
+def _post_view(post: Mention) -> PostView:
+    stored = post.reasons or {}
+    return PostView(
+        event_id=post.event_id,
+        text=post.text,
+        url=post.url,
+        lang=post.lang,
+        sentiment=post.sentiment,
+        complaint_score=post.complaint_score,
+        urgency_score=post.urgency_score,
+        reasons=stored.get("reasons", []),
+        contributions=[Contribution.model_validate(c) for c in stored.get("contributions", [])],
+    )
+
+
 def _sessions(request: Request):  # type: ignore[no-untyped-def]
     return request.app.state.sessions
 
@@ -165,9 +197,11 @@ async def _detail(session: AsyncSession, case_id: int) -> CaseDetail:
         select(Deadline).where(Deadline.cycle_id == cycle.id).order_by(Deadline.due_at, Deadline.id)
     )
     events = await timeline(session, case.id)
+    post = await session.get(Mention, cycle.started_event_id)
     return CaseDetail.model_validate(
         {
             **await _view(session, case, cycle),
+            "post": _post_view(post) if post else None,
             "deadlines": [
                 DeadlineView(stage=d.stage, due_at=d.due_at, status=d.status, fired_at=d.fired_at)
                 for d in deadlines

@@ -82,7 +82,11 @@ def _mention_row(scored: ScoredMention, now: datetime) -> Mention:
         complaint_score=s.complaint.score,
         urgency_score=s.urgency.score,
         priority=s.urgency.level,
-        reasons={"reasons": s.urgency.reasons},
+        # What each reason added to the urgency score, so an agent sees why it is P1.
+        reasons={
+            "reasons": s.urgency.reasons,
+            "contributions": [c.model_dump() for c in s.urgency.contributions],
+        },
         model_version=s.model_version,
     )
 

@@ -44,5 +44,8 @@ def alert_payload(
             "complaint_score": post.complaint_score if post else None,
             "urgency_score": post.urgency_score if post else None,
             "reasons": (post.reasons or {}).get("reasons", []) if post else [],
+            # {"reason", "weight"} per reason, then "other signals" and caps (they add up to
+            # urgency_score); empty for posts stored before contributions were kept.
+            "contributions": (post.reasons or {}).get("contributions", []) if post else [],
         },
     }

@@ -128,7 +128,22 @@ def facts(payload: dict[str, Any]) -> list[tuple[str, str]]:
 
 
 def reasons(payload: dict[str, Any]) -> list[str]:
-    return [str(r) for r in (_post(payload).get("reasons") or []) if r]
+    """The reasons, each with what it added to the urgency score where known:
+    "intent:refund (+0.10)"."""
+    post = _post(payload)
+    added = {
+        c.get("reason"): c.get("weight")
+        for c in post.get("contributions") or []
+        if isinstance(c, dict)
+    }
+    out = []
+    for reason in post.get("reasons") or []:
+        if not reason:
+            continue
+        weight = added.get(reason)
+        number = isinstance(weight, int | float) and not isinstance(weight, bool)
+        out.append(f"{reason} (+{weight:.2f})" if number else str(reason))
+    return out
 
 
 def post_text(payload: dict[str, Any]) -> str:

@@ -72,3 +72,18 @@ def test_slack_escape_and_truncate() -> None:
     assert render.slack_truncate(escaped, 14) == "x" * 8 + "&amp;…"
     assert render.slack_truncate(escaped, 100) == escaped
     assert render.truncate("abcdef", 4) == "abc…" and render.truncate("abc", 4) == "abc"
+
+
+def test_reasons_carry_what_they_added_where_known() -> None:
+    assert render.reasons(payload()) == ["intent:refund", "keyword:never arrived"]
+    weighed = payload(
+        post={
+            "reasons": ["intent:refund", "waited 3 h before seen", ""],
+            "contributions": [
+                {"reason": "intent:refund", "weight": 0.1},
+                {"reason": "other signals", "weight": 0.4},
+                "not a contribution",
+            ],
+        }
+    )
+    assert render.reasons(weighed) == ["intent:refund (+0.10)", "waited 3 h before seen"]
