@@ -135,16 +135,14 @@ async def _view(session: AsyncSession, case: Case, cycle: ResponseCycle) -> dict
     }
 
 
+# PostView's fields that are the stored mention's own columns.
+_POST_COLUMNS = ("event_id", "text", "url", "lang", "sentiment", "complaint_score", "urgency_score")
+
+
 def _post_view(post: Mention) -> PostView:
     stored = post.reasons or {}
     return PostView(
-        event_id=post.event_id,
-        text=post.text,
-        url=post.url,
-        lang=post.lang,
-        sentiment=post.sentiment,
-        complaint_score=post.complaint_score,
-        urgency_score=post.urgency_score,
+        **{name: getattr(post, name) for name in _POST_COLUMNS},
         reasons=stored.get("reasons", []),
         contributions=[Contribution.model_validate(c) for c in stored.get("contributions", [])],
     )
