@@ -54,6 +54,9 @@ def _settings() -> Settings:
             from services.ingest.listening import load_listening
 
             load_listening(settings.listening_file)
+        from services.classify.urgency import get_weights
+
+        get_weights()  # $THIRDRING_URGENCY_WEIGHTS, else a bad key surfaces at warm-up
     except ValueError as exc:  # pydantic's ValidationError is a ValueError
         console.print(f"[red]configuration error:[/] {exc}")
         raise typer.Exit(2) from None

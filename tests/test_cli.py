@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 THIRDRING = str(Path(sys.executable).parent / "thirdring")
 
 
@@ -69,6 +71,19 @@ def test_bad_policy_file_is_a_clear_error(tmp_path: Path) -> None:
     assert result.returncode == 2
     assert "configuration error" in result.stderr and "Traceback" not in result.stderr
     assert "P9" in result.stderr and str(bad) in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("weights", "named"),
+    [('{"intents": {"repeats": 0.1}}', "repeats"), ("/nonexistent/weights.json", "cannot read")],
+)
+def test_bad_urgency_weights_are_a_clear_error(tmp_path: Path, weights: str, named: str) -> None:
+    inp = tmp_path / "in.jsonl"
+    inp.write_text('{"id": 1, "text": "hi"}\n')
+    result = run("classify", "-i", str(inp), env={"THIRDRING_URGENCY_WEIGHTS": weights})
+    assert result.returncode == 2
+    assert "configuration error" in result.stderr and "Traceback" not in result.stderr
+    assert named in result.stderr
 
 
 def test_unmigrated_database_is_named(tmp_path: Path) -> None:

@@ -737,7 +737,10 @@ def get_weights() -> UrgencyWeights:
     if not raw:
         weights = UrgencyWeights()
     else:
-        text = raw if raw.startswith("{") else Path(raw).read_text(encoding="utf-8")
+        try:
+            text = raw if raw.startswith("{") else Path(raw).read_text(encoding="utf-8")
+        except OSError as exc:
+            raise ValueError(f"{WEIGHTS_ENV}: cannot read {raw} ({exc.strerror})") from None
         try:
             overrides = json.loads(text)
         except json.JSONDecodeError as exc:
