@@ -80,6 +80,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from shared.durations import duration_text
 from shared.events import Author, Priority
 
 P1_THRESHOLD = 0.80
@@ -670,15 +671,6 @@ def waited_before_seen(
     return max(0.0, (ingested_at - created_at).total_seconds())
 
 
-def _duration_label(seconds: float) -> str:
-    hours = seconds / 3600
-    if hours < 1:
-        return f"{round(seconds / 60)} min"
-    if hours < 48:
-        return f"{hours:.1f}".rstrip("0").rstrip(".") + " h"
-    return f"{round(hours / 24)} d"
-
-
 def _followers_label(n: int) -> str:
     if n >= 1_000_000:
         return f"{n / 1_000_000:.1f}".rstrip("0").rstrip(".") + "M"
@@ -820,7 +812,7 @@ def assess_urgency(
         waited = min(w.waited_cap, w.waited_per_hour * waited_s / 3600) * scale
         if waited > 0:
             amp += waited
-            named.append((f"waited {_duration_label(waited_s)} before seen", waited))
+            named.append((f"waited {duration_text(waited_s)} before seen", waited))
 
     raw_score = core + amp
     score = min(1.0, max(0.0, raw_score))

@@ -6,6 +6,8 @@ import math
 from datetime import datetime
 from typing import Any
 
+from shared.durations import duration_text
+
 STAGE_ICONS = {"warning": "⚠️", "breach": "🚨", "escalation": "📣"}
 NO_VALUE = "n/a"
 
@@ -16,22 +18,6 @@ def _case(payload: dict[str, Any]) -> dict[str, Any]:
 
 def _post(payload: dict[str, Any]) -> dict[str, Any]:
     return payload.get("post") or {}
-
-
-def duration_text(seconds: float) -> str:
-    """Coarse on purpose: a person triaging needs "4 min 10 s", not "250.3 s"."""
-    total = round(abs(seconds))
-    days, rest = divmod(total, 86400)
-    hours, rest = divmod(rest, 3600)
-    minutes, secs = divmod(rest, 60)
-    if days:
-        parts = [(days, "d"), (hours, "h")]
-    elif hours:
-        parts = [(hours, "h"), (minutes, "min")]
-    else:
-        parts = [(minutes, "min"), (secs, "s")]
-    shown = [f"{n} {unit}" for n, unit in parts if n]
-    return " ".join(shown) or "0 s"
 
 
 def time_left_text(seconds: float | None) -> str:
@@ -141,8 +127,7 @@ def reasons(payload: dict[str, Any]) -> list[str]:
         if not reason:
             continue
         weight = added.get(reason)
-        number = isinstance(weight, int | float) and not isinstance(weight, bool)
-        out.append(f"{reason} (+{weight:.2f})" if number else str(reason))
+        out.append(f"{reason} (+{weight:.2f})" if isinstance(weight, float) else str(reason))
     return out
 
 
