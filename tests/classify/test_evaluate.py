@@ -18,7 +18,7 @@ from services.classify.model.evaluate import (
     macro_f1_interval,
     scores_from_confusion,
 )
-from services.classify.model.heads import SEVERITY_LABELS, Heads, LinearHead
+from services.classify.model.heads import SENTIMENT_LABELS, SEVERITY_LABELS, Heads, LinearHead
 from services.classify.scoring import Classifier
 
 REPO = Path(__file__).resolve().parents[2]
@@ -57,6 +57,7 @@ def test_evaluate_command_on_fixtures(tmp_path: Path) -> None:
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "macro-F1" in proc.stdout and "confusion" in proc.stdout
+    assert "complaint head on the sentiment sets" in " ".join(proc.stdout.split())
     report = json.loads(out.read_text())
     tasks = {"sentiment": N_SENTIMENT, "complaint": N_COMPLAINT}
     if Heads.load().severity is not None:
@@ -93,6 +94,26 @@ def test_evaluate_with_a_severity_head(classifier: Classifier) -> None:
     train = report["tasks"]["sentiment"]["by_language"]["english"]["train"]
     assert train["seen_in_training"] is True
     assert report["backend"] == classifier.encoder.backend
+
+
+def test_complaint_flags_on_sentiment_sets_are_the_served_decisions(
+    classifier: Classifier,
+) -> None:
+    report = evaluate(FIXTURES, classifier)
+    sets = {(d.language, d.split): d for d in find_datasets(FIXTURES) if d.task == "sentiment"}
+    entries = [d for d in report["datasets"] if d["task"] == "sentiment"]
+    assert {(e["language"], e["split"]) for e in entries} == set(sets)
+    for entry in entries:
+        ds = sets[(entry["language"], entry["split"])]
+        served = classifier.score([(text, None) for text in ds.texts])
+        for k, label in enumerate(SENTIMENT_LABELS):
+            mine = [s for s, gold in zip(served, ds.labels, strict=True) if gold == k]
+            expected = {"n": len(mine), "flagged": sum(s.complaint.is_complaint for s in mine)}
+            assert entry["complaint_flagged"][label] == expected, (entry["language"], label)
+    assert not any("complaint_flagged" in d for d in report["datasets"] if d["task"] != "sentiment")
+    # The Estonian fixture has both labels: its complaints are negative posts, mostly flagged.
+    estonian = next(e for e in entries if e["language"] == "estonian")["complaint_flagged"]
+    assert estonian["negative"]["flagged"] > estonian["positive"]["flagged"]
 
 
 def test_find_datasets_layouts() -> None:

@@ -21,6 +21,11 @@ What is read under ``DIR`` (recursively; the layout of ``../shared/data`` works 
 Severity is scored the way it was trained and published (given that the post is a
 complaint: gold complaint rows only, levels 1-4).
 
+Sentiment sets also say how often the complaint head fires on each gold sentiment class
+(``complaint_flagged``): there are complaint labels in English only, and a positive post
+flagged as a complaint is a false case in any language, so this is the one multilingual
+check of the complaint head the sentiment data allows.
+
 Every macro-F1 comes with a 95% bootstrap interval (the texts resampled with replacement,
 :data:`BOOTSTRAP_RESAMPLES` times, seeded): the val sets hold 324 tweets a language and the
 severity holdout 184 complaints, so a point or two between two models is often noise, and the
@@ -237,6 +242,14 @@ BOOTSTRAP_RESAMPLES = 1000
 BOOTSTRAP_SEED = 20260127
 
 
+def flagged_by_class(gold: np.ndarray, flagged: np.ndarray) -> dict[str, dict[str, int]]:
+    """Per gold sentiment label: how many posts, and how many of them were flagged (1)."""
+    return {
+        label: {"n": int((gold == k).sum()), "flagged": int(flagged[gold == k].sum())}
+        for k, label in enumerate(SENTIMENT_LABELS)
+    }
+
+
 def macro_f1_interval(
     y_true: np.ndarray,
     y_pred: np.ndarray,
@@ -294,7 +307,8 @@ def evaluate(
     "tasks": {task: {"labels", "confusion", "n", "macro_f1", "accuracy", "by_language":
     {language: {split: {...}}}}}}``; each dataset entry has task, language, split, source,
     n, macro_f1, macro_f1_ci (95% bootstrap interval), accuracy, f1_per_class, labels,
-    confusion and seen_in_training.
+    confusion and seen_in_training; a sentiment entry also has complaint_flagged
+    (:func:`flagged_by_class`).
     """
     from services.classify.scoring import COMPLAINT_THRESHOLD
 
@@ -347,6 +361,8 @@ def evaluate(
             "confusion": matrix.tolist(),
             "seen_in_training": ds.seen_in_training,
         }
+        if ds.task == "sentiment":
+            entry["complaint_flagged"] = flagged_by_class(gold, predicted["complaint"][idx])
         results.append(entry)
         # "confusion" is filled in below; its place keeps the report's key order.
         task = tasks.setdefault(
@@ -379,6 +395,12 @@ def evaluate(
 
 def _interval(ci: list[float]) -> str:
     return f"{100 * ci[0]:.1f}–{100 * ci[1]:.1f}"
+
+
+def _share(counts: dict[str, int]) -> str:
+    if not counts["n"]:
+        return "–"
+    return f"{100 * counts['flagged'] / counts['n']:.1f}% ({counts['flagged']}/{counts['n']})"
 
 
 def render(report: dict[str, Any], console: Any) -> None:
@@ -432,6 +454,23 @@ def render(report: dict[str, Any], console: Any) -> None:
         for label, counts in zip(t["labels"], t["confusion"], strict=True):
             cm.add_row(label, *(str(c) for c in counts))
         console.print(cm)
+    flagged = [d for d in report["datasets"] if "complaint_flagged" in d]
+    if flagged:
+        ft = Table(
+            title="complaint head on the sentiment sets: share flagged as a complaint, "
+            "by gold sentiment (a flagged positive post is a false case)"
+        )
+        ft.add_column("language")
+        ft.add_column("split")
+        for label in SENTIMENT_LABELS:
+            ft.add_column(label, justify="right")
+        for d in flagged:
+            ft.add_row(
+                d["language"],
+                d["split"],
+                *(_share(d["complaint_flagged"][label]) for label in SENTIMENT_LABELS),
+            )
+        console.print(ft)
     if any(d["seen_in_training"] for d in report["datasets"]):
         console.print(
             "[yellow]note:[/] sets marked 'seen in training' are the heads' own training data; "
