@@ -196,9 +196,13 @@ INTENT_PATTERNS: dict[str, dict[str, list[str]]] = {
             r"katkestus",
             r"katkes",
             r"(on|oli) maas\b",
-            r"pole (internetti|levi|voolu|ühendust)",
+            # "pole juba 2 päeva netti": a few words may stand between
+            r"pole (\w+ ){0,3}(netti|internetti|levi|voolu|ühendust)\b",
+            r"(netti|internetti|levi|voolu) pole\b",
             r"(levi|ühendus|internet|vool) puudub",
-            r"ei saa sisse",
+            r"ei saa (\w+ )?sisse",
+            r"jookseb (\w+ )?(kokku|kinni)",
+            r"(kokku|kinni) jooks",
             r"ei ühendu",
         ],
         "es": [
@@ -214,19 +218,19 @@ INTENT_PATTERNS: dict[str, dict[str, list[str]]] = {
         ],
         "fr": [
             r"ne (fonctionne|marche) (pas|plus)",
-            r"panne",
+            r"\bpannes?\b",  # not "panneaux" (panels)
             r"coupure",
             r"hors service",
             r"pas de (r[ée]seau|connexion|internet|courant)",
             r"en rade",
             r"impossible de (me connecter|se connecter|acc[ée]der)",
-            r"bug(g)?[ée]",
+            r"bugg?[ée]e?s?\b",  # not "buggers"
         ],
         "de": [
             r"funktioniert\w* (\w+ )?nicht",
             r"geht (\w+ )?nicht mehr",
             r"störung",
-            r"ausfall",
+            r"ausf[aä]lle?\b",  # not "ausfallen" (turn out)
             r"kein (netz|internet|empfang|signal|strom)\b",
             r"keine (verbindung|internetverbindung)",
             r"nicht erreichbar",
@@ -238,7 +242,9 @@ INTENT_PATTERNS: dict[str, dict[str, list[str]]] = {
             r"fora do ar",
             r"sem (sinal|internet|servi[çc]o|conex[ãa]o|luz|"
             r"rede)",
-            r"\bpane\b",
+            # "pane" alone is the Italian "bread": only in Portuguese turns of phrase
+            r"(deu|dando|d[áa]|em|com|teve|uma) pane\b",
+            r"\bpane (no|na|geral|el[ée]trica)\b",
             r"(sistema|site|app|aplicativo|internet|rede|sinal|servidor) caiu",
             r"instabilidade",
             r"n[ãa]o (consigo|d[áa] para) (acessar|conectar|entrar)",
@@ -290,9 +296,11 @@ INTENT_PATTERNS: dict[str, dict[str, list[str]]] = {
             r"ohtlik",
             r"\boht\b",
             r"tulekahju",
-            r"põle(ma|b|s|nud)",
+            r"põle(ma|b|nud|vad)\b",
+            r"põles (ära|maha|läbi)",  # bare "põles" folds to French "pôles"
             r"süttis",
-            r"suits",
+            r"suitsu",
+            r"suitse(b|s)\b",  # not the bare "suits", an English word
             r"vigastus",
             r"vigasta",
             r"plahvat",
@@ -306,7 +314,7 @@ INTENT_PATTERNS: dict[str, dict[str, list[str]]] = {
             r"peligr",
             r"incendi",
             r"fuego",
-            r"humo",
+            r"\bhumo\b",  # not "humor"
             r"quemad",
             r"quemadura",
             r"herid[oa]s?\b",
@@ -323,10 +331,11 @@ INTENT_PATTERNS: dict[str, dict[str, list[str]]] = {
         "fr": [
             r"danger",
             r"incendie",
-            r"\bfeu\b",
+            r"\bfeu\b(?! vert)",  # "feu vert" is a green light
             r"fum[ée]e",
             r"br[uû]l[ée]",
-            r"bless[ée]",
+            r"bless[ée]e?s?\b",  # not the English "blessed"
+            r"blessure",
             r"explos",
             r"fuite de gaz",
             r"[ée]lectrocut",
@@ -373,7 +382,10 @@ INTENT_PATTERNS: dict[str, dict[str, list[str]]] = {
             r"lawyer",
             r"attorney",
             r"solicitor",
-            r"\bsue\b",
+            # "sue" alone is a name and the Italian "his/her": only as a verb
+            r"\b(will|gonna|going to|i'?ll|we'?ll|to|and|should|could|can|might) sue\b",
+            r"\bsue (you|u|your|them|the company|for)\b",
+            r"\bsued\b",
             r"\bsuing\b",
             r"lawsuit",
             r"legal action",
@@ -581,6 +593,10 @@ INTENT_PATTERNS: dict[str, dict[str, list[str]]] = {
         "et": [
             r"(juba|jälle|uuesti) (helistasin|kirjutasin|pöördusin|saatsin)",
             r"(teist|kolmandat|neljandat|viiendat|mitmendat) korda",
+            # "teine kord" is also "next time"; "kolmas kord" alone may be a third visit
+            r"juba (kolmas|neljas|viies|mitmes) kord",
+            r"(kolmas|neljas|viies|mitmes) kord (kirjutan|helistan|pöördun|küsin)",
+            r"(mingit|ühtegi) vastust",
             r"(keegi|ükski|klienditugi|teenindus|klienditeenindus) ei vasta",
             r"(ikka|endiselt) (veel )?(pole|ei ole) (vastust|vastatud|vastanud)",
             r"ootan (ikka|endiselt|siiani) vastust",
@@ -633,9 +649,13 @@ def fold(text: str) -> str:
     return "".join(ch for ch in decomposed if not unicodedata.combining(ch))
 
 
+def compile_keywords(*patterns: str) -> re.Pattern[str]:
+    """One regex for keyword patterns, matched on folded text from a word's start."""
+    return re.compile(r"(?<!\w)(?:" + "|".join(fold(p) for p in patterns) + ")", re.UNICODE)
+
+
 def _compile(patterns: dict[str, list[str]]) -> re.Pattern[str]:
-    parts = [fold(p) for frags in patterns.values() for p in frags]
-    return re.compile(r"(?<!\w)(?:" + "|".join(parts) + ")", re.UNICODE)
+    return compile_keywords(*(p for frags in patterns.values() for p in frags))
 
 
 _INTENT_RE: dict[str, re.Pattern[str]] = {
