@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import json
+from collections import Counter
+from pathlib import Path
+
 import pytest
 
 from services.classify.language import detect_language, detect_languages
@@ -33,3 +37,13 @@ def test_batch_keeps_order() -> None:
         "Thank you so much for the help!",
     ]
     assert detect_languages(texts) == ["und", "it", "et", "en"]
+
+
+@pytest.mark.parametrize(("name", "at_least"), [("estonian", 60), ("estonian-informal", 39)])
+def test_our_estonian_posts_are_detected_as_estonian(name: str, at_least: int) -> None:
+    # Routing rules match on language ("et" -> the Estonian team), so a post typed without
+    # diacritics ("nadalal" for "nädalal") must still be Estonian; Finnish is the look-alike.
+    path = Path(__file__).parent / "fixtures" / f"{name}.jsonl"
+    texts = [json.loads(line)["text"] for line in path.read_text(encoding="utf-8").splitlines()]
+    detected = detect_languages(texts)
+    assert sum(lang == "et" for lang in detected) >= at_least, Counter(detected)
