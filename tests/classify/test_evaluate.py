@@ -12,6 +12,7 @@ import pytest
 
 from services.classify.model.evaluate import (
     BOOTSTRAP_SEED,
+    HANDLES_REMOVED,
     confusion_matrix,
     evaluate,
     find_datasets,
@@ -19,6 +20,7 @@ from services.classify.model.evaluate import (
     scores_from_confusion,
 )
 from services.classify.model.heads import SENTIMENT_LABELS, SEVERITY_LABELS, Heads, LinearHead
+from services.classify.model.inputs import without_handles
 from services.classify.scoring import Classifier
 
 REPO = Path(__file__).resolve().parents[2]
@@ -118,6 +120,34 @@ def test_complaint_flags_on_sentiment_sets_are_the_served_decisions(
     # The Estonian fixture has both labels: its complaints are negative posts, mostly flagged.
     estonian = next(e for e in entries if e["language"] == "estonian")["complaint_flagged"]
     assert estonian["negative"]["flagged"] > estonian["positive"]["flagged"]
+
+
+def test_complaint_sets_with_handles_are_scored_again_without_them(
+    classifier: Classifier,
+) -> None:
+    report = evaluate(FIXTURES, classifier)
+    copies = [d for d in report["datasets"] if d.get("handles_removed")]
+    originals = {
+        (d["language"], d["split"]): d
+        for d in report["datasets"]
+        if d["task"] == "complaint" and not d.get("handles_removed")
+    }
+    assert copies, "the fixtures have complaint posts with @handles"
+    sets = {(d.language, d.split): d for d in find_datasets(FIXTURES) if d.task == "complaint"}
+    for copy in copies:
+        split = copy["split"].removesuffix(f", {HANDLES_REMOVED}")
+        original, ds = originals[(copy["language"], split)], sets[(copy["language"], split)]
+        assert copy["task"] == "complaint" and copy["n"] == original["n"]
+        served = classifier.score([(without_handles(t), None) for t in ds.texts])
+        pred = np.asarray([s.complaint.is_complaint for s in served], dtype=np.int64)
+        assert copy["confusion"] == confusion_matrix(np.asarray(ds.labels), pred, 2).tolist()
+    # The copies are a second reading of the same posts: the totals count each post once.
+    assert report["tasks"]["complaint"]["n"] == sum(d["n"] for d in originals.values())
+    assert not any(HANDLES_REMOVED in split for split in _splits(report, "complaint"))
+
+
+def _splits(report: dict, task: str) -> set[str]:
+    return {split for splits in report["tasks"][task]["by_language"].values() for split in splits}
 
 
 def test_find_datasets_layouts() -> None:

@@ -74,7 +74,7 @@ def test_merge_refuses_an_adapter_for_another_model(tmp_path: Path) -> None:
 
 def test_an_adapter_trained_on_a_cut_encoder_cuts_the_served_one(tmp_path: Path) -> None:
     """Training on the first N blocks records N (and the prefix); merging rebuilds that net."""
-    from services.classify.model.adapter import encoder_depth, encoder_prefix
+    from services.classify.model.adapter import encoder_depth, encoder_handles, encoder_prefix
 
     ids = torch.tensor([[1, 5, 7, 9, 2]])
     adapted = lora.cut(tiny_bert(layers=3), 2)
@@ -86,9 +86,10 @@ def test_an_adapter_trained_on_a_cut_encoder_cuts_the_served_one(tmp_path: Path)
                 module.lora_B.normal_(0, 0.5)
     tuned = hidden(adapted, ids)
     path = tmp_path / lora.ADAPTER_FILE
-    lora.save(adapted, path, rank=2, alpha=4.0, prefix="")
+    lora.save(adapted, path, rank=2, alpha=4.0, prefix="", handles="@user")
     assert encoder_depth(path) == 2
     assert encoder_prefix(path) == ""  # recorded, even when empty
+    assert encoder_handles(path) == "@user"
 
     served = tiny_bert(layers=3)  # the full base, as `prepare` leaves it
     info = lora.merge_into(served, path)
@@ -99,11 +100,12 @@ def test_an_adapter_trained_on_a_cut_encoder_cuts_the_served_one(tmp_path: Path)
 
 
 def test_adapters_without_a_recorded_cut_mean_the_whole_encoder_and_e5_prefix() -> None:
-    from services.classify.model.adapter import encoder_depth, encoder_prefix
+    from services.classify.model.adapter import encoder_depth, encoder_handles, encoder_prefix
     from services.classify.model.encoder import QUERY_PREFIX
 
     assert encoder_depth(None) is None
     assert encoder_prefix(None) == QUERY_PREFIX
+    assert encoder_handles(None) is None  # handles are read as written
 
 
 def test_same_weights_give_the_same_file_whatever_the_metadata_order(tmp_path: Path) -> None:

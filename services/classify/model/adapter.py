@@ -66,6 +66,14 @@ def encoder_depth(adapter: Path | None) -> int | None:
     return int(value) if value else None
 
 
+def encoder_handles(adapter: Path | None) -> str | None:
+    """What every @handle was written as when ``adapter`` was trained (None: left as is)."""
+    if adapter is None:
+        return None
+    value = adapter_metadata(adapter).get("handles")
+    return None if value is None else str(json.loads(value))
+
+
 def encoder_prefix(adapter: Path | None) -> str:
     """The text put before every input when ``adapter`` was trained (e5's ``"query: "`` when
     it records none)."""

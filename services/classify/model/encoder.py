@@ -32,6 +32,7 @@ from typing import Any, Literal
 import numpy as np
 
 from services.classify.model import default_model_dir
+from services.classify.model.inputs import model_text
 
 QUERY_PREFIX = "query: "  # e5 was trained with it; classification inputs are "queries"
 DEFAULT_MAX_LENGTH = 64  # tweets rarely exceed it; attention cost grows with the square
@@ -133,7 +134,7 @@ class Encoder:
         prefix: str | None = None,
         adapter: Path | Literal["shipped"] | None = "shipped",
     ) -> None:
-        from services.classify.model.adapter import adapter_for, encoder_prefix
+        from services.classify.model.adapter import adapter_for, encoder_handles, encoder_prefix
 
         self.backend = (backend or default_backend()).strip().lower()
         if self.backend not in BACKENDS:
@@ -150,6 +151,7 @@ class Encoder:
         self.adapter = adapter_for() if adapter == "shipped" else adapter
         # None: the prefix the adapter was trained with (e5's "query: " for the frozen encoder).
         self.prefix = prefix if prefix is not None else encoder_prefix(self.adapter)
+        self.handles = encoder_handles(self.adapter)  # see services/classify/model/inputs.py
         self.tokenizer = load_tokenizer(self.model_dir, max_length)
         self.pad_id = self.tokenizer.token_to_id("<pad>")
         self.model: Any = None
@@ -214,8 +216,10 @@ class Encoder:
         self.dim = int(self.model.config.hidden_size)
 
     def tokenize(self, texts: Sequence[str]) -> tuple[list[list[int]], np.ndarray]:
-        """Token ids per text (prefix added, truncated) and their lengths."""
-        encodings = self.tokenizer.encode_batch([self.prefix + t for t in texts])
+        """Token ids per text (as the adapter was trained to read it, truncated), lengths."""
+        encodings = self.tokenizer.encode_batch(
+            [model_text(t, self.prefix, self.handles) for t in texts]
+        )
         ids = [e.ids for e in encodings]
         lengths = np.fromiter((len(i) for i in ids), dtype=np.int64, count=len(ids))
         return ids, lengths

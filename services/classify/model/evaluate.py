@@ -21,6 +21,10 @@ What is read under ``DIR`` (recursively; the layout of ``../shared/data`` works 
 Severity is scored the way it was trained and published (given that the post is a
 complaint: gold complaint rows only, levels 1-4).
 
+A complaint set whose posts name @handles is scored a second time with them taken out (its
+own row, not in the totals): a source without mentions, or a brand the model never saw,
+reads like that copy.
+
 Sentiment sets also say how often the complaint head fires on each gold sentiment class
 (``complaint_flagged``): there are complaint labels in English only, and a positive post
 flagged as a complaint is a false case in any language, so this is the one multilingual
@@ -49,12 +53,14 @@ from services.classify.model.heads import (
     SEVERITY_LABELS,
     Heads,
 )
+from services.classify.model.inputs import HANDLE, without_handles
 from services.classify.model.train import encoder_backend, files_sha256, stratified_holdout
 
 if TYPE_CHECKING:
     from services.classify.model.encoder import Encoder
     from services.classify.scoring import Classifier
 
+HANDLES_REMOVED = "@handles removed"
 TASK_LABELS: dict[str, tuple[str, ...]] = {
     "sentiment": SENTIMENT_LABELS,
     "complaint": COMPLAINT_LABELS,
@@ -73,6 +79,8 @@ class Dataset:
     texts: list[str] = field(default_factory=list)
     labels: list[int] = field(default_factory=list)
     seen_in_training: bool = False
+    # A copy of a complaint set with the posts' @handles taken out (not in the task's totals).
+    handles_removed: bool = False
 
 
 # --------------------------------------------------------------------------- reading
@@ -287,6 +295,29 @@ def macro_f1_interval(
 
 
 # ------------------------------------------------------------------------ evaluation
+def _without_handles(ds: Dataset) -> list[Dataset]:
+    """A complaint set whose posts name @handles, again without them (else nothing).
+
+    X-CI's tweets are addressed to brands' care accounts, and a model can learn the brands
+    instead of the complaints; posts from a source without mentions (a review, a forum) and
+    mentions of a brand it never saw read like these copies.
+    """
+    if ds.task != "complaint" or not any(HANDLE.search(t) for t in ds.texts):
+        return []
+    return [
+        Dataset(
+            ds.task,
+            ds.language,
+            f"{ds.split}, {HANDLES_REMOVED}",
+            ds.source,
+            [without_handles(t) for t in ds.texts],
+            list(ds.labels),
+            ds.seen_in_training,
+            handles_removed=True,
+        )
+    ]
+
+
 def _training_hashes(heads: Heads) -> set[str]:
     data = heads.meta.get("training_data", {})
     return {str(v) for k, v in data.items() if k.endswith("_sha256")}
@@ -308,7 +339,8 @@ def evaluate(
     {language: {split: {...}}}}}}``; each dataset entry has task, language, split, source,
     n, macro_f1, macro_f1_ci (95% bootstrap interval), accuracy, f1_per_class, labels,
     confusion and seen_in_training; a sentiment entry also has complaint_flagged
-    (:func:`flagged_by_class`).
+    (:func:`flagged_by_class`); a complaint set with @handles is followed by a copy without
+    them (``handles_removed``: true, split "... @handles removed", not in the task's totals).
     """
     from services.classify.scoring import COMPLAINT_THRESHOLD
 
@@ -326,6 +358,7 @@ def evaluate(
         raise FileNotFoundError(f"no labelled data found under {data_dir}")
     if any(ds.task == "severity" for ds in datasets) and heads.severity is None:
         datasets = [ds for ds in datasets if ds.task != "severity"]
+    datasets = [copy for ds in datasets for copy in (ds, *_without_handles(ds))]
 
     texts = list(dict.fromkeys(t for ds in datasets for t in ds.texts))
     row = {t: i for i, t in enumerate(texts)}
@@ -347,8 +380,6 @@ def evaluate(
         idx = np.asarray([row[t] for t in ds.texts], dtype=np.int64)
         gold, pred = np.asarray(ds.labels, dtype=np.int64), predicted[ds.task][idx]
         matrix = confusion_matrix(gold, pred, len(labels))
-        pairs.setdefault(ds.task, ([], []))[0].append(gold)
-        pairs[ds.task][1].append(pred)
         entry = {
             "task": ds.task,
             "language": ds.language,
@@ -364,6 +395,11 @@ def evaluate(
         if ds.task == "sentiment":
             entry["complaint_flagged"] = flagged_by_class(gold, predicted["complaint"][idx])
         results.append(entry)
+        if ds.handles_removed:
+            entry["handles_removed"] = True
+            continue  # a second reading of the same posts: not counted twice in the totals
+        pairs.setdefault(ds.task, ([], []))[0].append(gold)
+        pairs[ds.task][1].append(pred)
         # "confusion" is filled in below; its place keeps the report's key order.
         task = tasks.setdefault(
             ds.task, {"labels": list(labels), "confusion": None, "by_language": {}}

@@ -48,6 +48,7 @@ from services.classify.model.heads import (
     Heads,
     LinearHead,
 )
+from services.classify.model.inputs import model_text, without_handles
 from services.classify.model.train import (
     HOLDOUT_FRACTION,
     SEED,
@@ -90,6 +91,14 @@ class TuneConfig:
     # prefix, at ~0.68 of the work per post (a quarter fewer blocks, a tenth fewer tokens).
     layers: int = 9
     prefix: str = ""
+    # What every @handle is written as, in training and (recorded in the adapter) in serving;
+    # None: left as it is. And the share of X-CI training rows whose handles are taken out
+    # instead, as a source without mentions gives a post (services/classify/model/inputs.py).
+    # Tried with "@user" and 0.5 (2026-12-05): complaint on the holdout 89.6 with handles and
+    # 89.1 without, against the shipped 91.3 and 87.7, but French sentiment fell below XLM-T
+    # (68.6) and Estonian sentiment lost 8 of 101 posts; not adopted (model card).
+    handles: str | None = None
+    drop_handles: float = 0.0
     # UMSAB languages left out of sentiment training (they are still validated). Leaving out
     # Hindi (at chance either way) was measured on 2026-12-05: no clear gain, complaint -1.5.
     skip_languages: tuple[str, ...] = ()
@@ -301,7 +310,8 @@ def finetune(
     pad_id = int(tokenizer.token_to_id("<pad>"))
 
     def tok(texts: list[str]) -> list[list[int]]:
-        return [e.ids for e in tokenizer.encode_batch([cfg.prefix + t for t in texts])]
+        inputs = [model_text(t, cfg.prefix, cfg.handles) for t in texts]
+        return [e.ids for e in tokenizer.encode_batch(inputs)]
 
     train: dict[str, TaskData] = {}
     val: dict[str, TaskData] = {}
@@ -318,6 +328,11 @@ def finetune(
     # on the same rows and never train on each other's holdout (or a soup of them would).
     fit_idx, hold_idx = stratified_holdout(severity, HOLDOUT_FRACTION, seed=SEED)
     xci_ids = tok(xci.texts)
+    if cfg.drop_handles:  # training rows only: the holdout is scored as it was written
+        drop = {int(i) for i in fit_idx if rng.random() < cfg.drop_handles}
+        dropped = tok([without_handles(xci.texts[i]) for i in sorted(drop)])
+        for i, ids in zip(sorted(drop), dropped, strict=True):
+            xci_ids[i] = ids
     for idx, target in ((fit_idx, train), (hold_idx, val)):
         comp = (severity[idx] > 0).astype(np.int64)
         ids = [xci_ids[i] for i in idx]
@@ -394,7 +409,12 @@ def finetune(
         """Adapter and heads (with the history so far) into ``target``; returns the meta."""
         target.mkdir(parents=True, exist_ok=True)
         adapter_hash = lora.save(
-            encoder, target / lora.ADAPTER_FILE, rank=cfg.rank, alpha=cfg.alpha, prefix=cfg.prefix
+            encoder,
+            target / lora.ADAPTER_FILE,
+            rank=cfg.rank,
+            alpha=cfg.alpha,
+            prefix=cfg.prefix,
+            handles=cfg.handles,
         )
 
         def head(name: str, labels: tuple[str, ...]) -> LinearHead:

@@ -114,13 +114,20 @@ def cut(model: nn.Module, depth: int | None) -> nn.Module:
 
 
 def save(
-    model: nn.Module, path: Path, *, rank: int, alpha: float, prefix: str | None = None
+    model: nn.Module,
+    path: Path,
+    *,
+    rank: int,
+    alpha: float,
+    prefix: str | None = None,
+    handles: str | None = None,
 ) -> str:
     """Write the adapter of ``model`` to ``path``; returns its short hash.
 
     Beside rank and alpha it records the encoder's depth (its number of blocks) and, if given,
-    the ``prefix`` put before every text in training, so serving rebuilds the same input and
-    network (``adapter.encoder_depth``/``encoder_prefix``).
+    the ``prefix`` put before every text in training and what every @handle was written as
+    (``handles``), so serving rebuilds the same input and network
+    (``adapter.encoder_depth``/``encoder_prefix``/``encoder_handles``).
     """
     from safetensors.torch import save_file
 
@@ -133,6 +140,8 @@ def save(
     }
     if prefix is not None:
         meta["prefix"] = json.dumps(prefix)
+    if handles is not None:
+        meta["handles"] = json.dumps(handles)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
     save_file(tensors, str(tmp), metadata=meta)
