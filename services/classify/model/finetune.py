@@ -96,7 +96,8 @@ class TuneConfig:
     # instead, as a source without mentions gives a post (services/classify/model/inputs.py).
     # Tried with "@user" and 0.5 (2026-12-05): complaint on the holdout 89.6 with handles and
     # 89.1 without, against the shipped 91.3 and 87.7, but French sentiment fell below XLM-T
-    # (68.6) and Estonian sentiment lost 8 of 101 posts; not adopted (model card).
+    # (68.6) and Estonian sentiment lost 8 of 101 posts; "@user" alone: complaint 87.3. Not
+    # adopted (model card, "The complaint head and @handles").
     handles: str | None = None
     drop_handles: float = 0.0
     # UMSAB languages left out of sentiment training (they are still validated). Leaving out
