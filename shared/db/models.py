@@ -90,6 +90,21 @@ class Mention(Base):
     author_vip: Mapped[bool] = mapped_column(Boolean, default=False, server_default="0")
     author_followers: Mapped[int | None] = mapped_column(Integer)
 
+    # ``reasons`` holds {"reasons": [str], "contributions": [{"reason", "weight"}]}: what
+    # raised the urgency and by how much. Posts stored before contributions were kept have
+    # none; these read either layout.
+    @staticmethod
+    def stored_reasons(reasons: list[str], contributions: list[dict[str, Any]]) -> dict[str, Any]:
+        return {"reasons": reasons, "contributions": contributions}
+
+    @property
+    def reason_list(self) -> list[str]:
+        return (self.reasons or {}).get("reasons", [])
+
+    @property
+    def contribution_list(self) -> list[dict[str, Any]]:
+        return (self.reasons or {}).get("contributions", [])
+
 
 class Case(Base):
     """One case per conversation; it is open while a customer post waits for the brand."""

@@ -140,11 +140,10 @@ _POST_COLUMNS = ("event_id", "text", "url", "lang", "sentiment", "complaint_scor
 
 
 def _post_view(post: Mention) -> PostView:
-    stored = post.reasons or {}
     return PostView(
         **{name: getattr(post, name) for name in _POST_COLUMNS},
-        reasons=stored.get("reasons", []),
-        contributions=[Contribution.model_validate(c) for c in stored.get("contributions", [])],
+        reasons=post.reason_list,
+        contributions=[Contribution.model_validate(c) for c in post.contribution_list],
     )
 
 

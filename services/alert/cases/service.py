@@ -83,10 +83,9 @@ def _mention_row(scored: ScoredMention, now: datetime) -> Mention:
         urgency_score=s.urgency.score,
         priority=s.urgency.level,
         # What each reason added to the urgency score, so an agent sees why it is P1.
-        reasons={
-            "reasons": s.urgency.reasons,
-            "contributions": [c.model_dump() for c in s.urgency.contributions],
-        },
+        reasons=Mention.stored_reasons(
+            s.urgency.reasons, [c.model_dump() for c in s.urgency.contributions]
+        ),
         model_version=s.model_version,
     )
 

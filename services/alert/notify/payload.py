@@ -43,9 +43,9 @@ def alert_payload(
             "sentiment": post.sentiment if post else None,
             "complaint_score": post.complaint_score if post else None,
             "urgency_score": post.urgency_score if post else None,
-            "reasons": (post.reasons or {}).get("reasons", []) if post else [],
+            "reasons": post.reason_list if post else [],
             # {"reason", "weight"} per reason, then "other signals" and caps (they add up to
             # urgency_score); empty for posts stored before contributions were kept.
-            "contributions": (post.reasons or {}).get("contributions", []) if post else [],
+            "contributions": post.contribution_list if post else [],
         },
     }
