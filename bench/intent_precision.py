@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -119,7 +120,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--top", type=int, default=40, help="patterns to list")
     ap.add_argument("--json", type=Path, help="write the whole report here")
     args = ap.parse_args(argv)
-    report = scan(labelled_posts(args.data))
+    try:
+        posts = labelled_posts(args.data)
+    except (OSError, ValueError) as exc:  # no folder, a malformed file
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if not posts:
+        print(f"error: no labelled posts under {args.data}", file=sys.stderr)
+        return 2
+    report = scan(posts)
     render(report, Console(), args.top)
     if args.json:
         args.json.write_text(json.dumps(report, ensure_ascii=False, indent=1), encoding="utf-8")

@@ -50,3 +50,10 @@ def test_command_writes_the_report(tmp_path: Path, capsys) -> None:  # type: ign
     report = json.loads(out.read_text())
     assert set(report) == {"posts", "intents", "patterns"}
     assert "posts an intent fires on" in " ".join(capsys.readouterr().out.split())
+
+
+def test_a_missing_or_empty_data_folder_is_a_clear_error(tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
+    assert main(["--data", str(tmp_path / "nowhere")]) == 2
+    assert "no data folder" in capsys.readouterr().err
+    assert main(["--data", str(tmp_path)]) == 2
+    assert "no labelled posts" in capsys.readouterr().err
