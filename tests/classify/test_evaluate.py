@@ -198,3 +198,10 @@ def test_macro_f1_interval_narrows_with_more_items() -> None:
 def test_missing_data_dir_is_an_error(classifier: Classifier, tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError):
         evaluate(tmp_path, classifier)
+
+
+@pytest.mark.parametrize("label", ["angry", "7", None])
+def test_a_bad_sentiment_label_names_itself(tmp_path: Path, label: object) -> None:
+    (tmp_path / "bad.jsonl").write_text(json.dumps({"text": "x", "sentiment": label or []}))
+    with pytest.raises(ValueError, match="is not 0, 1, 2 or a label name"):
+        find_datasets(tmp_path)

@@ -94,7 +94,10 @@ def _read_lines(path: Path) -> list[str]:
 def _sentiment_label(value: Any) -> int:
     if isinstance(value, str) and value.strip().lower() in SENTIMENT_LABELS:
         return SENTIMENT_LABELS.index(value.strip().lower())
-    label = int(value)
+    try:
+        label = int(value)
+    except (TypeError, ValueError):
+        label = -1
     if label not in (0, 1, 2):
         raise ValueError(f"sentiment label {value!r} is not 0, 1, 2 or a label name")
     return label
